@@ -1,0 +1,1 @@
+"""affectlab.fusion."""

@@ -1,0 +1,52 @@
+"""What a run shows a person: the confusion-matrix figure and the summary table of test metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (rows: true class) with the counts in each cell, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, dtype=np.int64)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.9 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=35, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            colour = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({matrix[i, j]})", ha="center", va="center", fontsize=8, color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="recall")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def print_summary(metrics: Mapping[str, float], title: str, console: Console | None = None) -> Table:
+    """A two-column table of the run's final metrics, in the order they were logged."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{float(value):.4f}")
+    (console or Console()).print(table)
+    return table

@@ -1,0 +1,40 @@
+"""MLflow set-up shared by every experiment: where runs go and the Lightning logger that writes them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+
+
+def tracking_uri(configured: str | None, workdir: Path | None = None) -> str:
+    """``mlflow.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else an absolute SQLite ``mlflow.db`` in the workdir."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    workdir = (workdir or Path.cwd()).resolve()
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def artifact_location(uri: str, workdir: Path | None = None) -> str | None:
+    """Artifacts beside a local store go to ``./mlartifacts``; a tracking server keeps its own artifact root."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return ((workdir or Path.cwd()).resolve() / "mlartifacts").as_uri()
+
+
+def make_logger(cfg: DictConfig, run_id: str | None = None) -> MLFlowLogger:
+    """The MLflow logger of a run. Lightning creates the run on global rank 0 only: one run whatever the processes."""
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    tags = {str(k): str(v) for k, v in (cfg.mlflow.tags or {}).items()}
+    return MLFlowLogger(
+        experiment_name=cfg.mlflow.experiment,
+        run_name=cfg.mlflow.run_name,
+        tracking_uri=uri,
+        tags=tags or None,
+        artifact_location=artifact_location(uri),
+        run_id=run_id,
+    )
