@@ -1,0 +1,88 @@
+"""CLIP-CAER: context-aware academic emotion recognition from face and context clips, built on DFER-CLIP.
+
+Video side: one shared, fine-tuned CLIP image encoder embeds every frame of every stream; a temporal transformer per
+stream turns a clip into one vector; the stream vectors are concatenated and linearly projected to the CLIP
+embedding size. Text side: class descriptors with learnable class-specific context (CoOp) through the frozen CLIP
+text encoder. Logits = logit_scale * cos(video, text) (CLIP / DFER-CLIP; 100 = 1 / temperature 0.01).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from affectlab.models.errors import ModelError
+from affectlab.models.prompts import PromptLearner, TextEncoder
+from affectlab.models.temporal import TemporalTransformer
+
+STREAMS = ("face", "context")
+
+
+class ClipCaer(nn.Module):
+    """Clips [B, T, 3, H, W] per stream (normalised with the CLIP's mean/std) -> logits [B, C] for cross-entropy.
+
+    Submodules: image_encoder (the CLIP's visual tower), temporal[stream], projection, prompt_learner, text_encoder
+    (the CLIP's text transformer, frozen). The CLIP's token embedding is used once, to embed the prompts.
+    """
+
+    def __init__(self, clip_model: nn.Module, tokenizer, class_texts: list[str], *, num_frames: int = 16,
+                 streams: tuple[str, ...] = STREAMS, n_ctx: int = 8, learnable_ctx: bool = True,
+                 temporal_depth: int = 1, temporal_heads: int = 8, logit_scale: float = 100.0,
+                 freeze_image_encoder: bool = False):
+        super().__init__()
+        streams = tuple(streams)
+        unknown = [s for s in streams if s not in STREAMS]
+        if not streams or unknown or len(set(streams)) != len(streams):
+            raise ModelError(f"ClipCaer streams={streams}; expected distinct names from {STREAMS}")
+        self.streams = streams
+        self.logit_scale = logit_scale
+
+        self.image_encoder = clip_model.visual
+        self.image_encoder.requires_grad_(not freeze_image_encoder)
+        self.prompt_learner = PromptLearner(clip_model, tokenizer, class_texts, n_ctx=n_ctx, learnable=learnable_ctx)
+        self.text_encoder = TextEncoder(clip_model)
+        self.text_encoder.requires_grad_(False)
+
+        projection = clip_model.text_projection
+        dim = projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
+        self.temporal = nn.ModuleDict({
+            stream: TemporalTransformer(dim, num_frames, depth=temporal_depth, heads=temporal_heads)
+            for stream in streams
+        })
+        self.projection = nn.Linear(len(streams) * dim, dim)
+
+    def encode_video(self, face: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        """L2-normalised video features [B, D]; clips of streams this model does not use are ignored."""
+        given = {"face": face, "context": context}
+        clips = [given[stream] for stream in self.streams]
+        for stream, clip in zip(self.streams, clips):
+            if clip is None:
+                raise ModelError(f"ClipCaer with streams={self.streams} needs the {stream!r} clip; it was not given")
+            if clip.ndim != 5 or clip.shape[2] != 3 or clip.shape[:1] != clips[0].shape[:1] \
+                    or clip.shape[3:] != clips[0].shape[3:]:
+                raise ModelError(f"{stream!r} clip has shape {tuple(clip.shape)}; expected [B, T, 3, H, W] with the "
+                                 f"same B, H, W as {self.streams[0]!r} {tuple(clips[0].shape)}")
+
+        # One pass of the shared encoder over every frame of every stream: one big batch beats one per stream.
+        frames = torch.cat([clip.flatten(0, 1) for clip in clips])
+        features = self.image_encoder(frames).split([clip.shape[0] * clip.shape[1] for clip in clips])
+        summaries = [
+            self.temporal[stream](feature.unflatten(0, clip.shape[:2]))
+            for stream, clip, feature in zip(self.streams, clips, features)
+        ]
+        return F.normalize(self.projection(torch.cat(summaries, dim=-1)), dim=-1)
+
+    def encode_text(self) -> Tensor:
+        """L2-normalised class features [C, D] from the (learned) prompts."""
+        return F.normalize(self.text_encoder(self.prompt_learner(), self.prompt_learner.tokens), dim=-1)
+
+    def forward(self, face: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        return self.logit_scale * self.encode_video(face, context) @ self.encode_text().t()
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimiser group; CLIP-CAER trains them with different learning rates
+        (temporal 1e-2, image encoder 1e-5, prompt 1e-3). A group is an empty list when all of it is frozen."""
+        modules = {"temporal": self.temporal, "image_encoder": self.image_encoder,
+                   "prompt": self.prompt_learner, "projection": self.projection}
+        return {group: [p for p in module.parameters() if p.requires_grad] for group, module in modules.items()}

@@ -1,0 +1,123 @@
+"""The RAER experiment end to end on tiny synthetic data: MLflow read back, launcher, resume, overfitting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from affectlab.lab.config import load_config
+from affectlab.lab.raer import build_net, run
+from conftest import ROOT, TINY_RUN, free_port
+
+CLASSES = ["Neutrality", "Enjoyment", "Confusion", "Fatigue", "Distraction"]
+
+
+def tiny_cfg(workdir: Path, *extra: str):
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    return load_config("raer", [*TINY_RUN, f"mlflow.tracking_uri={uri}", f"checkpoint_dir={workdir}/ckpt", *extra], environ={})
+
+
+def only_run(workdir: Path):
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("raer")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, f"expected exactly one MLflow run, found {len(runs)}"
+    return client, runs[0]
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_run_is_logged_to_mlflow_and_read_back(workdir):
+    metrics = run(tiny_cfg(workdir, "trainer.max_epochs=2", "mlflow.tags.purpose=test"))
+    client, logged = only_run(workdir)
+    assert logged.data.params["data.num_segments"] == "4"
+    assert logged.data.params["model.backbone"] == "affectlab-tiny"
+    assert logged.data.tags["purpose"] == "test"
+    for name in ("train/loss", "val/uar", "val/war", "val/f1_macro"):
+        assert len(client.get_metric_history(logged.info.run_id, name)) == 2, name  # one value per epoch
+    for name in ["test/uar", "test/war", "test/f1_macro"] + [f"test/recall/{c}" for c in CLASSES]:
+        assert name in logged.data.metrics, name
+        assert 0.0 <= logged.data.metrics[name] <= 1.0
+    assert logged.data.metrics["test/uar"] == pytest.approx(metrics["test/uar"])
+    # UAR is the mean of the per-class recalls
+    recalls = [logged.data.metrics[f"test/recall/{c}"] for c in CLASSES]
+    assert sum(recalls) / len(recalls) == pytest.approx(logged.data.metrics["test/uar"], abs=1e-5)
+    artifacts = artifact_paths(client, logged.info.run_id)
+    assert {"config.yaml", "confusion_matrix.png"} <= artifacts
+    assert any(p.startswith("checkpoints/best-") and p.endswith(".ckpt") for p in artifacts), artifacts
+    assert (workdir / "mlartifacts").is_dir() or logged.info.artifact_uri.startswith("file:")
+
+
+def test_default_store_is_sqlite_in_the_working_directory(workdir):
+    cfg = tiny_cfg(workdir)
+    cfg.mlflow.tracking_uri = None
+    run(cfg)
+    assert (workdir / "mlflow.db").is_file()
+    client, logged = only_run(workdir)
+    assert logged.info.artifact_uri.startswith((workdir / "mlartifacts").as_uri())
+
+
+def test_overfits_one_batch(workdir):
+    cfg = tiny_cfg(workdir, "trainer.overfit_batches=1", "trainer.max_epochs=25", "data.batch_size=4")
+    run(cfg)
+    client, logged = only_run(workdir)
+    losses = [m.value for m in client.get_metric_history(logged.info.run_id, "train/loss")]
+    assert losses[-1] < 0.2 * losses[0], losses
+
+
+def test_resume_continues_the_same_mlflow_run(workdir):
+    run(tiny_cfg(workdir, "trainer.max_epochs=1"))
+    client, first = only_run(workdir)
+    last = next((workdir / "ckpt").glob("*/last.ckpt"))
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+    run(tiny_cfg(workdir, "trainer.max_epochs=2", "resume=auto"))
+    client, resumed = only_run(workdir)
+    assert resumed.info.run_id == first.info.run_id
+    epochs = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/uar")]
+    assert len(epochs) == 2  # epoch 0 from the first run, epoch 1 from the resumed one
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+
+
+def test_pretrained_weights_from_a_saved_file(workdir):
+    net, _, clip = build_net(tiny_cfg(workdir))
+    weights = workdir / "tiny_clip.pt"
+    torch.save(clip.model.state_dict(), weights)
+    loaded, _, clip2 = build_net(tiny_cfg(workdir, f"model.pretrained={weights}"))
+    for (name, a), b in zip(clip.model.state_dict().items(), clip2.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def launch(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    command = [
+        str(Path(sys.executable).parent / "lightning"),
+        "run",
+        str(ROOT / "experiments" / "raer.py"),
+        *args,
+        *TINY_RUN,
+        f"mlflow.tracking_uri={uri}",
+        f"checkpoint_dir={workdir}/ckpt",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def test_lightning_run_with_two_processes_logs_one_run(workdir):
+    done = launch(workdir, "--accelerator", "cpu", "--devices", "2", "--main-port", str(free_port()))
+    client, logged = only_run(workdir)
+    assert "test/uar" in logged.data.metrics
+    assert logged.data.params["trainer.devices"] == "2"
+    assert "distributed_backend=gloo" in done.stderr + done.stdout
