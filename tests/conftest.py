@@ -39,6 +39,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty working directory, as a researcher's would be: mlflow.db and checkpoints land here."""
     monkeypatch.chdir(tmp_path)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier run in this process must not steer this one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
 
 

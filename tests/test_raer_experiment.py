@@ -80,13 +80,13 @@ def test_resume_continues_the_same_mlflow_run(workdir):
     run(tiny_cfg(workdir, "trainer.max_epochs=1"))
     client, first = only_run(workdir)
     last = next((workdir / "ckpt").glob("*/last.ckpt"))
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+    steps_per_epoch = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     run(tiny_cfg(workdir, "trainer.max_epochs=2", "resume=auto"))
     client, resumed = only_run(workdir)
     assert resumed.info.run_id == first.info.run_id
     epochs = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/uar")]
     assert len(epochs) == 2  # epoch 0 from the first run, epoch 1 from the resumed one
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2 * steps_per_epoch
 
 
 def test_pretrained_weights_from_a_saved_file(workdir):

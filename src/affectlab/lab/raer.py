@@ -260,12 +260,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         save_last=True,
     )
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks = [checkpoints, LearningRateMonitor(logging_interval="epoch")]
+    callbacks = [checkpoints]
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
         **trainer_kwargs,
-        logger=logger,
+        logger=logger if logger is not None else False,
         callbacks=callbacks,
         use_distributed_sampler=False,  # the datamodule shards itself, without counting padding twice
     )

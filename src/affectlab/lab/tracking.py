@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
@@ -26,8 +27,13 @@ def artifact_location(uri: str, workdir: Path | None = None) -> str | None:
     return ((workdir or Path.cwd()).resolve() / "mlartifacts").as_uri()
 
 
-def make_logger(cfg: DictConfig, run_id: str | None = None) -> MLFlowLogger:
-    """The MLflow logger of a run. Lightning creates the run on global rank 0 only: one run whatever the processes."""
+def make_logger(cfg: DictConfig, run_id: str | None = None) -> MLFlowLogger | None:
+    """The MLflow logger of a run, on global rank 0 only (None elsewhere): one run whatever the processes.
+
+    Even constructing an MlflowClient opens the store, and two processes creating one SQLite schema collide.
+    """
+    if rank_zero_only.rank != 0:
+        return None
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     tags = {str(k): str(v) for k, v in (cfg.mlflow.tags or {}).items()}
     return MLFlowLogger(
