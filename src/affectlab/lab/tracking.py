@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -27,6 +29,28 @@ def artifact_location(uri: str, workdir: Path | None = None) -> str | None:
     return ((workdir or Path.cwd()).resolve() / "mlartifacts").as_uri()
 
 
+class TrackingError(RuntimeError):
+    """The MLflow tracking server a run was pointed at cannot be used."""
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server that does not answer is an error now, before any training time is spent."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"answered {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        problem = f"did not answer ({getattr(error, 'reason', error)})"
+    raise TrackingError(
+        f"MLflow tracking server {uri} {problem} at {health}; start it (mlflow server --host … --port …), "
+        "or set mlflow.tracking_uri=null to log to ./mlflow.db"
+    )
+
+
 def make_logger(cfg: DictConfig, run_id: str | None = None) -> MLFlowLogger | None:
     """The MLflow logger of a run, on global rank 0 only (None elsewhere): one run whatever the processes.
 
@@ -35,6 +59,7 @@ def make_logger(cfg: DictConfig, run_id: str | None = None) -> MLFlowLogger | No
     if rank_zero_only.rank != 0:
         return None
     uri = tracking_uri(cfg.mlflow.tracking_uri)
+    check_server(uri)
     tags = {str(k): str(v) for k, v in (cfg.mlflow.tags or {}).items()}
     return MLFlowLogger(
         experiment_name=cfg.mlflow.experiment,

@@ -1,0 +1,70 @@
+"""The RAER experiment against a real `mlflow server` on loopback, over HTTP, read back through mlflow's client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from affectlab.lab.config import load_config
+from affectlab.lab.raer import run
+from affectlab.lab.tracking import TrackingError, check_server
+from conftest import TINY_RUN, free_port
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    yield uri, tmp_path / "server-artifacts"
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_run_logs_to_a_tracking_server_over_http(workdir, mlflow_server):
+    uri, artifact_root = mlflow_server
+    cfg = load_config("raer", [*TINY_RUN, f"mlflow.tracking_uri={uri}", f"checkpoint_dir={workdir}/ckpt"], environ={})
+    run(cfg)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
+    assert len(runs) == 1
+    logged = runs[0]
+    assert logged.data.params["model.backbone"] == "affectlab-tiny"
+    assert "test/uar" in logged.data.metrics and "val/uar" in logged.data.metrics
+    names = {item.path for item in client.list_artifacts(logged.info.run_id)}
+    assert {"config.yaml", "confusion_matrix.png", "checkpoints"} <= names
+    # the artifacts went through the server into its own store, not into the working directory
+    assert any(artifact_root.rglob("confusion_matrix.png"))
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_unreachable_server_is_a_clear_error_before_training():
+    with pytest.raises(TrackingError, match=r"127.0.0.1:\d+ did not answer"):
+        check_server(f"http://127.0.0.1:{free_port()}", timeout=2)
