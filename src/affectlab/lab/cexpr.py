@@ -3,17 +3,23 @@
 
 Reads top to bottom: data (tables, windows, labels) -> fusion training (Lightning) -> compound predictions -> MLflow.
 
-The data root holds two halves, in the layout the embedded synthetic set is written in:
+The data root holds one folder per data set, in the layout the embedded synthetic set is written in:
 
     cexpr/annotation/<V>.csv, cexpr/videos/<V>(.mp4|/), cexpr/tables/<modality>.csv    the compound test videos
-    affwild2/EXPR/<V>.txt, affwild2/tables/<modality>.csv                             basic-expression training
+    affwild2/EXPR/<V>.txt, affwild2/videos/<V>, affwild2/tables/<modality>.csv        basic-expression training
+    afew/videos/<Class>/<clip>, afew/tables/<modality>.csv                            basic-expression training
+
+(videos/ of the basic sets is read only for the visual modalities). An AFEW clip is one segment,
+window_id("<Class>/<clip>", 0); AffWild2 and C-EXPR-DB videos are cut into windows.
 
 Every table row is one 4 s / 2 s window (`affectlab.datasets.cexpr.window_id`); the fusion reads nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 import tempfile
 import time
@@ -31,17 +37,26 @@ from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+from torchmetrics.functional.classification import multiclass_f1_score
 
-from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS, read_affwild2_expression
+from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS, read_afew, read_affwild2_expression
 from affectlab.datasets.cexpr import (
-    CexprVideo,
+    find_video,
     frame_labels,
     list_cexpr_videos,
     read_cexpr_annotation,
+    read_frames,
+    sample_frames,
     segment_windows,
+    video_info,
     window_id,
 )
-from affectlab.datasets.modality_tables import align_modality_tables, read_modality_table
+from affectlab.datasets.modality_tables import (
+    CEXPR_COMPOUNDS,
+    align_modality_tables,
+    read_modality_table,
+    write_modality_table,
+)
 from affectlab.datasets.synthetic_cexpr import ensure_synthetic_cexpr
 from affectlab.fusion import (
     BASIC_EMOTIONS,
@@ -61,6 +76,8 @@ from affectlab.fusion import (
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import print_summary
 from affectlab.lab.tracking import make_logger
+from affectlab.models.clip import create_clip
+from affectlab.models.zero_shot import ZeroShotClip
 
 assert BASIC_EMOTIONS == AFFWILD2_EXPRESSIONS, "the fusion and the tables must share AffWild2's class order"
 NUM_BASIC = len(BASIC_EMOTIONS)
@@ -82,41 +99,68 @@ class Segments:
 
 
 @dataclass
-class CompoundVideo:
-    video: CexprVideo
-    windows: np.ndarray  # [S, 2] frame ranges, in table-row order for this video
-    truth: np.ndarray  # [num_frames] index into C-EXPR-DB's classes, -1 unannotated
+class WindowedVideo:
+    """A video cut into windows: `truth` per frame (C-EXPR-DB or AffWild2 index, -1 unannotated)."""
+
+    name: str
+    path: Path | None  # the video file or frame folder; None when no frames are needed
+    num_frames: int
+    windows: np.ndarray  # [S, 2] frame ranges; window k is table row window_id(name, k)
+    truth: np.ndarray
+
+    def ids(self) -> list[str]:
+        return [window_id(self.name, k) for k in range(len(self.windows))]
 
 
 def resolve_root(data: DictConfig) -> Path:
     if data.root:
         root = Path(data.root).expanduser()
-        if not (root / "cexpr").is_dir() or not (root / "affwild2").is_dir():
-            raise ConfigError(f"data.root={data.root!r} lacks cexpr/ or affwild2/ (see affectlab.lab.cexpr's layout)")
+        lacking = [half for half in ("cexpr", *data.basic_sets) if not (root / half).is_dir()]
+        if lacking:
+            raise ConfigError(f"data.root={data.root!r} lacks {lacking} (see affectlab.lab.cexpr's layout)")
         return root
     return ensure_synthetic_cexpr(**OmegaConf.to_container(data.synthetic))
 
 
-def modality_names(root: Path, configured: Sequence[str] | None) -> list[str]:
-    """The configured modalities, or every table found in both tables folders."""
-    folders = (root / "cexpr" / "tables", root / "affwild2" / "tables")
-    available = [{p.stem for p in folder.glob("*.csv")} for folder in folders]
-    if configured:
-        for folder, names in zip(folders, available):
-            lacking = [m for m in configured if m not in names]
-            if lacking:
-                raise ConfigError(f"data.modalities={list(configured)}: no table {lacking} in {folder}")
-        return list(configured)
-    names = sorted(available[0] & available[1])
-    if not names:
-        raise ConfigError(f"no modality table in both {folders[0]} and {folders[1]}")
-    return names
+def _windows(num_frames: int, fps: float, data: DictConfig) -> np.ndarray:
+    return segment_windows(num_frames, fps, data.window_s, data.hop_s, data.min_last_s)
 
 
-def load_segments(folder: Path, modalities: Sequence[str], ids: Sequence[str]) -> Segments:
-    tables = [read_modality_table(folder / f"{name}.csv") for name in modalities]
-    order, probs, present = align_modality_tables(tables, ids)
-    return Segments(order, probs, present)
+def compound_videos(root: Path, data: DictConfig) -> list[WindowedVideo]:
+    videos = []
+    for video in list_cexpr_videos(root / "cexpr"):
+        segments = read_cexpr_annotation(video.annotation, duration_s=video.duration_s)
+        truth = frame_labels(segments, video.num_frames, video.fps)
+        windows = _windows(video.num_frames, video.fps, data)
+        videos.append(WindowedVideo(video.name, video.path, video.num_frames, windows, truth))
+    return videos
+
+
+def affwild2_videos(root: Path, data: DictConfig, need_frames: bool) -> list[WindowedVideo]:
+    """AffWild2 label files (and, for the visual modalities, their videos in affwild2/videos/)."""
+    files = sorted((root / "affwild2" / "EXPR").glob("*.txt"))
+    if not files:
+        raise ConfigError(f"{root / 'affwild2' / 'EXPR'}: no AffWild2 expression label files")
+    videos = []
+    for path in files:
+        truth = read_affwild2_expression(path)
+        video = find_video(root / "affwild2" / "videos", path.stem, path) if need_frames else None
+        videos.append(WindowedVideo(path.stem, video, len(truth), _windows(len(truth), data.basic_fps, data), truth))
+    return videos
+
+
+def afew_videos(root: Path, data: DictConfig, need_frames: bool) -> list[WindowedVideo]:
+    """AFEW's clips, each one window over the whole clip labelled with its class folder."""
+    videos = []
+    for clip in read_afew(root / "afew" / "videos"):
+        num_frames, _ = video_info(clip.path)
+        name = f"{clip.path.parent.name}/{clip.path.stem}"
+        windows = np.array([[0, num_frames]])
+        videos.append(WindowedVideo(name, clip.path, num_frames, windows, np.full(num_frames, clip.label)))
+    return videos
+
+
+BASIC_SETS = {"affwild2": affwild2_videos, "afew": afew_videos}
 
 
 def window_majority(labels: np.ndarray) -> int:
@@ -125,35 +169,128 @@ def window_majority(labels: np.ndarray) -> int:
     return int(np.bincount(annotated).argmax()) if annotated.size else -1
 
 
-def load_basic(root: Path, modalities: Sequence[str], data: DictConfig) -> tuple[Segments, np.ndarray]:
-    """The labelled basic-expression windows (label = the majority frame label) with at least one modality."""
-    files = sorted((root / "affwild2" / "EXPR").glob("*.txt"))
-    if not files:
-        raise ConfigError(f"{root / 'affwild2' / 'EXPR'}: no AffWild2 expression label files")
-    ids, labels = [], []
-    for path in files:
-        frames = read_affwild2_expression(path)
-        for k, (start, end) in enumerate(_windows(len(frames), data.basic_fps, data)):
-            ids.append(window_id(path.stem, k))
-            labels.append(window_majority(frames[start:end]))
-    segments = load_segments(root / "affwild2" / "tables", modalities, ids)
-    keep = (np.asarray(labels) >= 0) & segments.present.any(axis=1)
-    kept = Segments(tuple(np.asarray(ids)[keep]), segments.probs[keep], segments.present[keep])
-    return kept, np.asarray(labels)[keep]
+def modality_names(
+    root: Path, configured: Sequence[str] | None, visual: Sequence[str], halves: Sequence[str]
+) -> list[str]:
+    """The configured modalities, or every table found in the tables folders of all `halves` plus the visual ones."""
+    folders = [root / half / "tables" for half in halves]
+    available = [{p.stem for p in folder.glob("*.csv")} | set(visual) for folder in folders]
+    if configured:
+        for folder, names in zip(folders, available):
+            lacking = [m for m in configured if m not in names]
+            if lacking:
+                raise ConfigError(f"data.modalities={list(configured)}: no table {lacking} in {folder}")
+        return list(configured)
+    names = sorted(set.intersection(*available))
+    if not names:
+        raise ConfigError(f"no modality table in every one of {[str(f) for f in folders]}")
+    return names
 
 
-def load_compound(root: Path, modalities: Sequence[str], data: DictConfig) -> tuple[list[CompoundVideo], Segments]:
-    videos, ids = [], []
-    for video in list_cexpr_videos(root / "cexpr"):
-        segments = read_cexpr_annotation(video.annotation, duration_s=video.duration_s)
-        windows = _windows(video.num_frames, video.fps, data)
-        ids.extend(window_id(video.name, k) for k in range(len(windows)))
-        videos.append(CompoundVideo(video, windows, frame_labels(segments, video.num_frames, video.fps)))
-    return videos, load_segments(root / "cexpr" / "tables", modalities, ids)
+def load_segments(paths: Sequence[Path], ids: Sequence[str]) -> Segments:
+    order, probs, present = align_modality_tables([read_modality_table(path) for path in paths], ids)
+    return Segments(order, probs, present)
 
 
-def _windows(num_frames: int, fps: float, data: DictConfig) -> np.ndarray:
-    return segment_windows(num_frames, fps, data.window_s, data.hop_s, data.min_last_s)
+def table_paths(root: Path, half: str, modalities: Sequence[str], visual_dir: Path | None) -> list[Path]:
+    """Where each modality's table for `half` ("cexpr", "affwild2", "afew") is: the visual cache or data.root."""
+    return [
+        visual_dir / half / f"{m}.csv" if visual_dir is not None and (visual_dir / half / f"{m}.csv").is_file()
+        else root / half / "tables" / f"{m}.csv"
+        for m in modalities
+    ]
+
+
+def basic_training_set(videos: Sequence[WindowedVideo], segments: Segments) -> tuple[Segments, np.ndarray]:
+    """The labelled windows (label = the majority frame label) with at least one modality present."""
+    labels = np.array([window_majority(v.truth[start:end]) for v in videos for start, end in v.windows])
+    keep = (labels >= 0) & segments.present.any(axis=1)
+    return Segments(tuple(np.asarray(segments.ids)[keep]), segments.probs[keep], segments.present[keep]), labels[keep]
+
+
+# --- visual modalities: tables computed from the frames, cached ------------------------------------------------------
+
+
+def clip_frames(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> CLIP input [T, 3, size, size]."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+@torch.no_grad()
+def zero_shot_tables(
+    model: ZeroShotClip, videos: Sequence[WindowedVideo], visual: DictConfig, clip
+) -> tuple[np.ndarray, np.ndarray]:
+    """Basic [windows, 8] and compound [windows, 7] probabilities of every window of `videos`, frames sampled
+    uniformly inside each window."""
+    basic, compound = [], []
+    for video in videos:
+        count, _ = video_info(video.path)  # may differ a little from the label timeline's length
+        last = min(count, video.num_frames) - 1
+        indices = [np.minimum(sample_frames(a, b, visual.frames_per_window), last) for a, b in video.windows]
+        needed = np.unique(np.concatenate(indices))
+        frames = clip_frames(read_frames(video.path, needed), clip.image_size, clip.mean, clip.std)
+        position = {int(frame): k for k, frame in enumerate(needed)}
+        for start in range(0, len(indices), visual.batch_size):
+            batch = indices[start : start + visual.batch_size]
+            clips = torch.stack([frames[[position[int(i)] for i in window]] for window in batch])
+            basic_probs, compound_probs = model(clips)
+            basic.append(basic_probs.double().numpy())
+            compound.append(compound_probs.double().numpy())
+    return np.concatenate(basic), np.concatenate(compound)
+
+
+VISUAL_MODALITIES = ("zero_shot_clip",)
+COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
+
+
+def visual_tables(cfg: DictConfig, root: Path, halves: dict[str, Sequence[WindowedVideo]]) -> Path | None:
+    """Compute the visual modalities' tables once per (data, model, sampling) and cache them; returns their folder,
+    which mirrors data.root: <folder>/<half>/<modality>.csv, and <folder>/cexpr/compound/<modality>.csv."""
+    visual = cfg.visual
+    unknown = [m for m in visual.modalities if m not in VISUAL_MODALITIES]
+    if unknown:
+        raise ConfigError(f"visual.modalities has {unknown}; expected a subset of {list(VISUAL_MODALITIES)}")
+    if not visual.modalities:
+        return None
+    key = json.dumps([str(root.resolve()), OmegaConf.to_container(visual), OmegaConf.to_container(cfg.data), cfg.seed],
+                     sort_keys=True, default=str)
+    folder = Path(visual.cache_dir) / hashlib.sha256(key.encode()).hexdigest()[:16]
+    direct = folder / "cexpr" / COMPOUND_TABLES / "zero_shot_clip.csv"  # compound truth exists for C-EXPR-DB only
+    if direct.is_file() and all((folder / half / "zero_shot_clip.csv").is_file() for half in halves):
+        return folder
+    torch.manual_seed(cfg.seed)  # a randomly initialised CLIP is the same one every run
+    clip = create_clip(visual.backbone, visual.pretrained)
+    model = ZeroShotClip(clip.model, clip.tokenizer)
+    for half, videos in halves.items():
+        ids = [i for v in videos for i in v.ids()]
+        basic, compound = zero_shot_tables(model, videos, visual, clip)
+        write_modality_table(folder / half / "zero_shot_clip.csv", ids, basic)
+        if half == "cexpr":
+            write_modality_table(direct, ids, compound, CEXPR_COMPOUNDS)
+    return folder
+
+
+def direct_compound_tables(root: Path, modalities: Sequence[str], visual_dir: Path | None) -> dict[str, Path]:
+    """The modalities that also predict compounds directly, with the table that holds those predictions."""
+    folders = [root / "cexpr" / "tables" / COMPOUND_TABLES]
+    if visual_dir is not None:
+        folders.insert(0, visual_dir / "cexpr" / COMPOUND_TABLES)
+    found = {}
+    for m in modalities:
+        for folder in folders:
+            if (folder / f"{m}.csv").is_file():
+                found[m] = folder / f"{m}.csv"
+                break
+    return found
+
+
+def split_indices(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) row indices of the basic windows: one seeded shuffle, the first val_fraction held out."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = max(1, int(round(val_fraction * count)))
+    return order[n_val:], order[:n_val]
 
 
 class FusionDataModule(L.LightningDataModule):
@@ -163,19 +300,18 @@ class FusionDataModule(L.LightningDataModule):
     def __init__(self, segments: Segments, labels: np.ndarray, data: DictConfig, seed: int):
         super().__init__()
         self.cfg = data
-        keep = segments.present.any(axis=1)
-        segments, labels = Segments(segments.ids, segments.probs[keep], segments.present[keep]), labels[keep]
-        order = np.random.default_rng(seed).permutation(len(labels))
-        n_val = max(1, int(round(data.val_fraction * len(labels))))
+        train, val = split_indices(len(labels), data.val_fraction, seed)
+        train, val = train[segments.present[train].any(axis=1)], val[segments.present[val].any(axis=1)]
         probs = torch.as_tensor(np.nan_to_num(segments.probs, nan=0.0), dtype=torch.float32)
         present = torch.as_tensor(segments.present)
         target = torch.as_tensor(labels, dtype=torch.long)
-        self.val_set = TensorDataset(*(t[order[:n_val]] for t in (probs, present, target)))
-        self.train_set = TensorDataset(*(t[order[n_val:]] for t in (probs, present, target)))
-        self.train_labels = target[order[n_val:]]
+        self.val_set = TensorDataset(*(t[val] for t in (probs, present, target)))
+        self.train_set = TensorDataset(*(t[train] for t in (probs, present, target)))
+        self.train_labels = target[train]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, shuffle=True, num_workers=self.cfg.num_workers)
+        cfg = self.cfg
+        return DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
@@ -256,10 +392,10 @@ def fuse(module: MhpfModule, segments: Segments) -> np.ndarray:
     return out
 
 
-# --- compound predictions -----------------------------------------------------------------------------------------------
+# --- compound predictions --------------------------------------------------------------------------------------------
 
 
-def frame_predictions(videos: Sequence[CompoundVideo], scores: np.ndarray) -> dict[str, np.ndarray]:
+def frame_predictions(videos: Sequence[WindowedVideo], scores: np.ndarray) -> dict[str, np.ndarray]:
     """Window compound scores [N, 7] (NaN rows: nothing to say) -> per-frame compound index of every video."""
     predictions, row = {}, 0
     for item in videos:
@@ -268,10 +404,10 @@ def frame_predictions(videos: Sequence[CompoundVideo], scores: np.ndarray) -> di
         row += count
         known = ~np.isnan(chunk).any(axis=1)
         if not known.any():  # no window of this video has any modality: a constant guess, the first class
-            predictions[item.video.name] = np.zeros(item.video.num_frames, dtype=np.int64)
+            predictions[item.name] = np.zeros(item.num_frames, dtype=np.int64)
             continue
-        frames = segments_to_frames(windows[known, 0], windows[known, 1], chunk[known], item.video.num_frames)
-        predictions[item.video.name] = frames.argmax(axis=1)
+        frames = segments_to_frames(windows[known, 0], windows[known, 1], chunk[known], item.num_frames)
+        predictions[item.name] = frames.argmax(axis=1)
     return predictions
 
 
@@ -287,16 +423,25 @@ def compound_methods(
     return {"ppa": ppa_scores(fused, weighted=comp.ppa_weighted, mask=comp.ppa_mask), "pfsa": pfsa}
 
 
-def truth_of(videos: Sequence[CompoundVideo]) -> dict[str, np.ndarray]:
-    return {item.video.name: item.truth for item in videos}
+def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
+    return {item.name: item.truth for item in videos}
 
 
-def compound_f1(videos: Sequence[CompoundVideo], scores: np.ndarray) -> float:
+def compound_f1(videos: Sequence[WindowedVideo], scores: np.ndarray) -> float:
     predictions = frame_predictions(videos, scores)
-    names = [v.video.name for v in videos]
+    names = [v.name for v in videos]
     return score_frames(
         np.concatenate([predictions[n] for n in names]), np.concatenate([truth_of(videos)[n] for n in names])
     ).macro_f1
+
+
+def basic_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Macro-F1 over the 8 basic classes of the windows that have probabilities (a missing modality has none)."""
+    known = ~np.isnan(probs).any(axis=1)
+    if not known.any():
+        return float("nan")
+    predictions = torch.as_tensor(probs[known].argmax(axis=1))
+    return float(multiclass_f1_score(predictions, torch.as_tensor(labels[known]), NUM_BASIC, average="macro"))
 
 
 def plot_weights(weights: np.ndarray, modalities: Sequence[str], path: Path, title: str) -> Path:
@@ -335,7 +480,7 @@ def mean_weights(module: MhpfModule, segments: Segments) -> np.ndarray:
 
 def evaluate_subset(
     cfg: DictConfig, module: MhpfModule | None, basic: Segments, labels: np.ndarray, compound: Segments,
-    videos: Sequence[CompoundVideo],
+    videos: Sequence[WindowedVideo],
 ) -> dict[str, float]:
     """Compound macro-F1 of PPA and PFSA for one modality subset. `module` None: a single modality, which MHPF passes
     through unchanged (one modality's softmax weight is 1), so no training is needed."""
@@ -351,12 +496,34 @@ def evaluate_subset(
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train the fusion on basic expressions, predict compounds with PPA and PFSA, score; returns the metrics."""
     L.seed_everything(cfg.seed, workers=True)
+    counts = (cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1), os.environ.get("WORLD_SIZE", 1))
+    if any(str(count) != "1" for count in counts):
+        # a few thousand parameters on tables: one process; several would each score and log the same compounds
+        raise ConfigError("trainer.devices and trainer.num_nodes must be 1: the fusion trains on one process")
+    unknown = [name for name in cfg.data.basic_sets if name not in BASIC_SETS]
+    if unknown or not cfg.data.basic_sets:
+        raise ConfigError(
+            f"data.basic_sets={list(cfg.data.basic_sets)}: expected a non-empty subset of {list(BASIC_SETS)}"
+        )
     if cfg.fusion.kind not in ("static", "input_dependent"):
         raise ConfigError(f"fusion.kind={cfg.fusion.kind!r}: expected 'static' or 'input_dependent'")
     root = resolve_root(cfg.data)
-    modalities = modality_names(root, cfg.data.modalities)
-    basic, labels = load_basic(root, modalities, cfg.data)
-    videos, compound = load_compound(root, modalities, cfg.data)
+    videos = compound_videos(root, cfg.data)
+    basic_sets = {name: BASIC_SETS[name](root, cfg.data, bool(cfg.visual.modalities)) for name in cfg.data.basic_sets}
+    visual_dir = visual_tables(cfg, root, {"cexpr": videos, **basic_sets})
+    modalities = modality_names(root, cfg.data.modalities, cfg.visual.modalities, ["cexpr", *basic_sets])
+    compound_ids = [i for v in videos for i in v.ids()]
+    compound = load_segments(table_paths(root, "cexpr", modalities, visual_dir), compound_ids)
+    parts = [
+        load_segments(table_paths(root, name, modalities, visual_dir), [i for v in vids for i in v.ids()])
+        for name, vids in basic_sets.items()
+    ]
+    basic_all = Segments(
+        tuple(i for part in parts for i in part.ids),
+        np.concatenate([part.probs for part in parts]),
+        np.concatenate([part.present for part in parts]),
+    )
+    basic, labels = basic_training_set([v for vids in basic_sets.values() for v in vids], basic_all)
 
     logger = make_logger(cfg)
     logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
@@ -378,10 +545,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if np.isfinite(value):
                 client.log_metric(run_id, f"compound_f1_class/{name}/{cls.replace(' ', '_')}", value)
         client.log_artifact(run_id, str(submission))
+    for weighted, mask in ((True, False), (False, True), (True, True)):  # PPA's options beside the configured one
+        variant = ppa_scores(fused, weighted=weighted, mask=mask)
+        metrics[f"compound_f1/fusion_ppa{'_weighted' * weighted}{'_masked' * mask}"] = compound_f1(videos, variant)
     metrics["basic_val_score/fusion"] = module.best_val_score
-    for m, name in enumerate(modalities):  # every modality alone, through the same PPA
+    _, val = split_indices(len(labels), cfg.data.val_fraction, cfg.seed)
+    metrics["basic_val_f1/fusion"] = basic_f1(basic_fused[val], labels[val])
+    for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA
+        metrics[f"basic_val_f1/{name}"] = basic_f1(basic.probs[val, m], labels[val])
         single = evaluate_subset(cfg, None, basic.subset([m]), labels, compound.subset([m]), videos)
         metrics[f"compound_f1/{name}_ppa"] = single["compound_f1/ppa"]
+    for name, path in direct_compound_tables(root, modalities, visual_dir).items():  # zero-shot CLIP's compound words
+        table = read_modality_table(path, classes=CEXPR_COMPOUNDS)
+        _, direct, _ = align_modality_tables([table], compound.ids)
+        metrics[f"compound_f1/{name}_direct"] = compound_f1(videos, direct[:, 0])
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
 

@@ -1,0 +1,58 @@
+"""Zero-shot CLIP label matching: a segment's frames against the label words of the basic and compound expressions.
+
+Each frame's CLIP image embedding is compared (cosine x logit_scale) with the text embeddings of the 8 basic and 7
+compound label words, put in one prompt template; a softmax over all 15 per frame, averaged over the frames, then
+renormalised separately over the basic words (the modality's 8 basic-emotion probabilities) and over the compound
+words (a direct compound prediction). 9th ABAW zero-shot compound-expression system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from affectlab.models.errors import ModelError
+
+# AffWild2's basic order and C-EXPR-DB's compound order, as words a caption would use
+BASIC_WORDS: tuple[str, ...] = ("neutral", "angry", "disgusted", "fearful", "happy", "sad", "surprised", "other")
+COMPOUND_WORDS: tuple[str, ...] = (
+    "fearfully surprised", "happily surprised", "sadly surprised", "disgustedly surprised", "angrily surprised",
+    "sadly fearful", "sadly angry",
+)
+TEMPLATE = "a photo of a {} face."
+
+
+class ZeroShotClip(nn.Module):
+    """Frames [B, T, 3, H, W] (CLIP-normalised) -> (basic [B, 8], compound [B, 7]) probabilities; no training."""
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        tokenizer,
+        basic_words: Sequence[str] = BASIC_WORDS,
+        compound_words: Sequence[str] = COMPOUND_WORDS,
+        template: str = TEMPLATE,
+        logit_scale: float = 100.0,
+    ):
+        super().__init__()
+        if "{}" not in template:
+            raise ModelError(f"template {template!r} has no '{{}}' for the label word; expected e.g. {TEMPLATE!r}")
+        self.clip = clip_model.eval().requires_grad_(False)
+        self.num_basic, self.logit_scale = len(basic_words), logit_scale
+        with torch.no_grad():
+            tokens = tokenizer([template.format(word) for word in (*basic_words, *compound_words)])
+            self.register_buffer("text", F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+
+    @torch.no_grad()
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        if frames.ndim != 5:
+            raise ModelError(f"ZeroShotClip got frames of shape {tuple(frames.shape)}; expected [B, T, 3, H, W]")
+        batch, steps = frames.shape[:2]
+        image = F.normalize(self.clip.encode_image(frames.flatten(0, 1)).float(), dim=-1)
+        per_frame = torch.softmax(self.logit_scale * image @ self.text.t(), dim=-1)  # over all label words
+        mean = per_frame.view(batch, steps, -1).mean(dim=1)
+        basic, compound = mean[:, : self.num_basic], mean[:, self.num_basic :]
+        return basic / basic.sum(-1, keepdim=True), compound / compound.sum(-1, keepdim=True)

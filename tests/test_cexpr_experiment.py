@@ -1,0 +1,100 @@
+"""The C-EXPR-DB experiment end to end on a small synthetic set: fusion training, PPA/PFSA, submission, MLflow."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+import numpy as np
+import pytest
+
+from affectlab.fusion import score_submission
+from affectlab.lab.cexpr import compound_videos, main, resolve_root
+from affectlab.lab.config import ConfigError, load_config
+
+TINY = [
+    "data.synthetic.num_videos=3",
+    "data.synthetic.num_basic_videos=10",
+    "data.synthetic.afew_clips_per_class=2",
+    "data.synthetic.seconds=[10,14]",
+    "data.synthetic.frame_size=32",
+    "trainer.max_epochs=4",
+    "trainer.enable_progress_bar=false",
+    "early_stopping.patience=2",
+]
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow store for the module's runs: creating a store (its migrations) takes seconds."""
+    return f"mlflow.tracking_uri=sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
+    metrics = main([*TINY, tracking, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4"])
+    for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/audio_ppa",
+                "compound_f1/zero_shot_clip_ppa", "compound_f1/zero_shot_clip_direct", "basic_val_score/fusion"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+
+    client = MlflowClient(tracking_uri=tracking.split("=", 1)[1])
+    runs = client.search_runs([client.get_experiment_by_name("cexpr").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["audio", "audio+zero_shot_clip", "zero_shot_clip"]
+    assert parent.data.metrics["compound_f1/fusion_ppa"] == pytest.approx(metrics["compound_f1/fusion_ppa"])
+    assert {"compound_f1/ppa", "compound_f1/pfsa"} <= set(children[0].data.metrics)
+    run_id = parent.info.run_id
+
+    artifacts = workdir / "mlartifacts" / run_id / "artifacts"
+    assert {"fusion_weights.png", "submission_ppa.csv", "submission_pfsa.csv", "modality_ablation.json",
+            "config.yaml"} <= {p.name for p in artifacts.iterdir()}
+    # the submission file alone reproduces the logged score
+    cfg = load_config("cexpr", TINY)
+    videos = compound_videos(resolve_root(cfg.data), cfg.data)
+    truth = {v.name: v.truth for v in videos}
+    score = score_submission(artifacts / "submission_ppa.csv", truth)
+    assert score.macro_f1 == pytest.approx(metrics["compound_f1/fusion_ppa"])
+    assert sum(v.num_frames for v in videos) == len((artifacts / "submission_ppa.csv").read_text().splitlines()) - 1
+
+
+def test_input_dependent_fusion_runs_without_ablation(workdir, tracking):
+    metrics = main([
+        *TINY, tracking, "mlflow.experiment=cexpr-input-dependent", "fusion.kind=input_dependent", "ablation=false",
+        "trainer.max_epochs=2", "visual.modalities=[]",
+    ])
+    assert np.isfinite(metrics["compound_f1/fusion_pfsa"])
+
+
+def test_fusion_trains_on_afew_alone(workdir, tracking):
+    metrics = main([
+        *TINY, tracking, "mlflow.experiment=cexpr-afew", "data.basic_sets=[afew]", "ablation=false",
+        "trainer.max_epochs=2", "visual.modalities=[]",
+    ])
+    assert np.isfinite(metrics["basic_val_f1/fusion"])
+
+
+def test_unknown_modality_is_a_config_error(workdir):
+    with pytest.raises(ConfigError, match=r"no table \['face'\]"):
+        main([*TINY, "data.modalities=[audio,face]", "visual.modalities=[]"])
+
+
+def test_visual_tables_are_cached_between_runs(workdir, tracking):
+    args = [
+        *TINY, tracking, "mlflow.experiment=cexpr-cache", "ablation=false", "trainer.max_epochs=1",
+        "visual.frames_per_window=2",
+    ]
+    main(args)
+    tables = sorted((workdir / "tables" / "cexpr").rglob("zero_shot_clip.csv"))
+    # basic probabilities of the basic training and the compound videos, and the direct compound ones
+    assert [t.relative_to(workdir / "tables" / "cexpr").parts[1:] for t in tables] == [
+        ("afew", "zero_shot_clip.csv"),
+        ("affwild2", "zero_shot_clip.csv"),
+        ("cexpr", "compound", "zero_shot_clip.csv"),
+        ("cexpr", "zero_shot_clip.csv"),
+    ]
+    stamps = [t.stat().st_mtime_ns for t in tables]
+    main(args)
+    assert [t.stat().st_mtime_ns for t in tables] == stamps
+
+
+def test_more_than_one_process_is_refused(workdir):
+    with pytest.raises(ConfigError, match="trainer.devices and trainer.num_nodes must be 1"):
+        main([*TINY, "trainer.devices=2", "visual.modalities=[]"])
