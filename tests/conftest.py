@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Nothing is downloaded by the tests; set before huggingface_hub is first imported, which reads it once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
