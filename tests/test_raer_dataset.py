@@ -415,7 +415,7 @@ def test_interrupted_synthetic_generation_is_never_used(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic_raer, "_write_clip", fail)
+    monkeypatch.setattr(synthetic_raer, "_draw_clip", fail)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic_raer(tmp_path, **SMALL)
     assert list(tmp_path.iterdir()) == []

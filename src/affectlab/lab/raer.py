@@ -1,20 +1,25 @@
 """CLIP-CAER on RAER: the LightningDataModule, the LightningModule and the run, composed from affectlab's packages.
 
 Reads top to bottom: data → model → training → test with the best checkpoint → MLflow artifacts.
+`python experiments/raer.py describe|compare [key=value ...]` runs the dataset summary (describe.py) or the
+paper's comparison table (compare.py) instead of one training run.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MetricCollection
@@ -31,14 +36,29 @@ from affectlab.datasets import (
     load_label_set,
     load_raer_split,
     stratified_split,
+    write_crop_cache,
 )
+from affectlab.datasets.prepare import prepare_boxes
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
+from affectlab.lab.sampling import ClassBalancedSampler
 from affectlab.lab.sharding import EvalShardSampler, MarkPadding
+from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
-from affectlab.models import ClipCaer, create_clip
+from affectlab.models import ClipCaer, FormerDfer, class_balanced_weights, create_clip, load_clip_caer_checkpoint
 
 STREAMS = ("face", "context")
+LOSSES = ("ce", "soft_ce", "cb_ls")
+
+
+def dataset_root(data: DictConfig) -> Path:
+    """``data.root``, or the embedded synthetic RAER (generated once and cached) when it is null."""
+    if data.root:
+        root = Path(data.root).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"data.root={data.root!r} is not a folder (expected RAER's release layout)")
+        return root
+    return ensure_synthetic_raer(**OmegaConf.to_container(data.synthetic))
 
 
 class RaerDataModule(L.LightningDataModule):
@@ -48,14 +68,15 @@ class RaerDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = data
         self.image_size, self.mean, self.std, self.seed = image_size, tuple(mean), tuple(std), seed
+        self.label_set = load_label_set(data.label_set)
+        if data.on_bad_clip not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_clip={data.on_bad_clip!r}: expected 'error' or 'skip'")
+        if data.sampler not in ("random", "class_balanced"):
+            raise ConfigError(f"data.sampler={data.sampler!r}: expected 'random' or 'class_balanced'")
+        self.skipped: dict[str, list[str]] = {}  # split -> messages of the clips left out (data.on_bad_clip=skip)
 
     def root(self) -> Path:
-        if self.cfg.root:
-            root = Path(self.cfg.root).expanduser()
-            if not root.is_dir():
-                raise ConfigError(f"data.root={self.cfg.root!r} is not a folder (expected RAER's release layout)")
-            return root
-        return ensure_synthetic_raer(**OmegaConf.to_container(self.cfg.synthetic))
+        return dataset_root(self.cfg)
 
     def prepare_data(self) -> None:
         self.root()  # builds the synthetic set once, on the first process of each node
@@ -69,17 +90,57 @@ class RaerDataModule(L.LightningDataModule):
             face_margin=self.cfg.face_margin,
             mean=self.mean,
             std=self.std,
-        )
-        train_clips, val_clips = stratified_split(
-            load_raer_split(root, "train"), self.cfg.val_fraction, seed=self.seed
+            num_classes=len(self.label_set.classes),
+            contexts=self.cfg.contexts,
+            cache=self.crop_cache(root),
         )
         if stage in ("fit", "validate", None):
+            skipped = self._skip_list("train")
+            train_clips, val_clips = stratified_split(
+                load_raer_split(root, "train", self.label_set, skipped=skipped), self.cfg.val_fraction, seed=self.seed
+            )
             if not val_clips:
                 raise ConfigError("data.val_fraction must leave at least one validation clip per class")
-            self.train_set = RaerDataset(clips=train_clips, train=True, seed=self.seed, **common)
-            self.val_set = RaerDataset(clips=val_clips, train=False, **common)
+            self.train_set = RaerDataset(clips=train_clips, train=True, seed=self.seed, skipped=skipped, **common)
+            self.val_set = RaerDataset(clips=val_clips, train=False, skipped=skipped, **common)
+            self._warn_skipped("train")
         if stage in ("test", None):
-            self.test_set = RaerDataset(clips=load_raer_split(root, "test"), train=False, **common)
+            skipped = self._skip_list("test")
+            clips = load_raer_split(root, "test", self.label_set, skipped=skipped)
+            self.test_set = RaerDataset(clips=clips, train=False, skipped=skipped, **common)
+            self._warn_skipped("test")
+
+    def crop_cache(self, root: Path) -> Path | None:
+        """Where the preprocessed crops live (``data.crop_cache``: ``auto`` = ``<root>/crops/<S>px-margin<M>``); the
+        datasets read them when the folder is complete (``python experiments/raer.py cache`` writes it)."""
+        if not self.cfg.crop_cache:
+            return None
+        if self.cfg.crop_cache == "auto":
+            return root / "crops" / f"{self.image_size}px-margin{self.cfg.face_margin}"
+        return Path(self.cfg.crop_cache).expanduser()
+
+    def write_cache(self) -> Path:
+        """Write the crops of every train and test clip to the crop cache folder; returns the folder."""
+        self.setup(None)
+        folder = self.crop_cache(self.root())
+        if folder is None:
+            raise ConfigError("data.crop_cache is null; set it to auto or a folder to write the crop cache")
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            write_crop_cache(dataset, folder)
+        return folder
+
+    def _skip_list(self, split: str) -> list[str] | None:
+        """Where the bad clips of a split are collected with data.on_bad_clip=skip; None (raise) with error."""
+        if self.cfg.on_bad_clip == "error":
+            return None
+        self.skipped[split] = []
+        return self.skipped[split]
+
+    def _warn_skipped(self, split: str) -> None:
+        messages = self.skipped.get(split)
+        if messages:
+            rank_zero_warn(f"data.on_bad_clip=skip: left out {len(messages)} bad clip(s) of the {split} split "
+                           f"(counted in MLflow as data/skipped/{split}); the first: {messages[0]}")
 
     def _loader(self, dataset, sampler, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         workers = self.cfg.num_workers
@@ -100,6 +161,8 @@ class RaerDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
+        if self.cfg.sampler == "class_balanced":
+            return self._loader(self.train_set, ClassBalancedSampler(self.train_set.labels, self.seed, rank, world))
         if world > 1:
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
             return self._loader(self.train_set, sampler)
@@ -128,27 +191,54 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class ClipCaerModule(L.LightningModule):
-    """Trains a video classifier that maps ``{stream: [B, T, 3, H, W]}`` to class logits."""
+    """Trains a video classifier (ClipCaer, FormerDfer) that maps ``{stream: [B, T, 3, H, W]}`` to class logits.
 
-    def __init__(self, net: ClipCaer, class_names: Sequence[str], optim: DictConfig, streams: Sequence[str]):
+    loss: ``ce`` (cross-entropy on the majority label, the paper's), ``soft_ce`` (cross-entropy on the annotators'
+    vote shares) or ``cb_ls`` (class-balanced weights, Cui et al. 2019, with label smoothing ``label_smoothing``).
+    contexts: the recording contexts (``data.contexts``) for per-context test UAR/WAR.
+    """
+
+    def __init__(self, net: torch.nn.Module, class_names: Sequence[str], optim: DictConfig, streams: Sequence[str],
+                 *, loss: str = "ce", label_smoothing: float = 0.0, cb_beta: float = 0.999,
+                 contexts: Sequence[str] | None = None):
         super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
         self.net = net
         self.class_names = list(class_names)
         self.optim_cfg = optim
         self.streams = tuple(streams)
+        self.loss_name, self.label_smoothing, self.cb_beta = loss, float(label_smoothing), float(cb_beta)
+        self.contexts = list(contexts or [])
         n = len(self.class_names)
+        self.register_buffer("class_weights", torch.ones(n), persistent=False)  # set from the train split (cb_ls)
         self.val_metrics = _metrics(n, "val/")
         self.test_metrics = _metrics(n, "test/")
         self.test_recall = MulticlassRecall(n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(n)
+        self.test_context_confusion = torch.nn.ModuleList(MulticlassConfusionMatrix(n) for _ in self.contexts)
         self.mlflow_run_id: str | None = None
         self.artifact_dir = Path(tempfile.mkdtemp(prefix="affectlab-"))
+
+    def setup(self, stage: str) -> None:
+        if self.loss_name == "cb_ls" and stage == "fit":  # the datamodule is set up first
+            labels = torch.as_tensor(self.trainer.datamodule.train_set.labels)
+            counts = torch.bincount(labels, minlength=len(self.class_names)).tolist()
+            self.class_weights = class_balanced_weights(counts, self.cb_beta)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.net(**{stream: batch[stream] for stream in self.streams})
 
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if self.loss_name == "soft_ce":
+            return F.cross_entropy(logits, batch["soft_label"])
+        if self.loss_name == "cb_ls":
+            return F.cross_entropy(logits, batch["label"], weight=self.class_weights,
+                                   label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits, batch["label"])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self(batch), batch["label"])
+        loss = self.loss(self(batch), batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
@@ -165,6 +255,9 @@ class ClipCaerModule(L.LightningModule):
         self.test_metrics.update(preds, labels)
         self.test_recall.update(preds, labels)
         self.test_confusion.update(preds, labels)
+        scenes = batch["scene"][batch["valid"]]
+        for scene, confusion in enumerate(self.test_context_confusion):
+            confusion.update(preds[scenes == scene], labels[scenes == scene])
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
@@ -174,10 +267,31 @@ class ClipCaerModule(L.LightningModule):
             self.log(f"test/recall/{name}", value, sync_dist=False)
         self.test_recall.reset()
         self.test_confusion.reset()
+        self.context_rows = []
+        for context, confusion in zip(self.contexts, self.test_context_confusion):
+            counts = confusion.compute().double()  # synchronised across processes like every metric
+            confusion.reset()
+            clips = int(counts.sum())
+            if clips == 0:
+                continue  # a context without test clips has no UAR
+            support = counts.sum(dim=1)
+            # UAR: mean recall over the classes present in this context; WAR: accuracy over its clips.
+            uar = float((counts.diagonal()[support > 0] / support[support > 0]).mean())
+            war = float(counts.diagonal().sum() / clips)
+            self.log(f"test/context/{context}/uar", uar, sync_dist=False)
+            self.log(f"test/context/{context}/war", war, sync_dist=False)
+            self.log(f"test/context/{context}/clips", float(clips), sync_dist=False)
+            self.context_rows.append({"context": context, "clips": clips, "uar": uar, "war": war})
         if self.trainer.is_global_zero:
             self.confusion_png = plot_confusion(
                 matrix, self.class_names, self.artifact_dir / "confusion_matrix.png", title="test"
             )
+            if self.context_rows:
+                self.context_table = self.artifact_dir / "test_by_context.csv"
+                with self.context_table.open("w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=["context", "clips", "uar", "war"])
+                    writer.writeheader()
+                    writer.writerows(self.context_rows)
 
     def configure_optimizers(self):
         """SGD with the paper's per-part learning rates and a multi-step schedule (CLIP-CAER, Sec. 4.2)."""
@@ -201,13 +315,34 @@ class ClipCaerModule(L.LightningModule):
         checkpoint["mlflow_run_id"] = getattr(self.logger, "run_id", None)
 
 
-def build_net(cfg: DictConfig) -> tuple[ClipCaer, list[str], object]:
-    """The CLIP-CAER network a config describes, its class names, and the CLIP preprocessing it expects."""
+@dataclass
+class InputSpec:
+    """What a network expects of its frames: the square size and the normalisation."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def build_net(cfg: DictConfig) -> tuple[torch.nn.Module, list[str], object]:
+    """The network a config describes (``model.name``: ``clip_caer`` or ``former_dfer``), its class names, and the
+    input it expects (``image_size``, ``mean``, ``std``; for CLIP-CAER the ClipParts of its CLIP)."""
     label_set = load_label_set(cfg.data.label_set)
     streams = tuple(cfg.model.streams)
     unknown = [s for s in streams if s not in STREAMS]
     if unknown or not streams:
         raise ConfigError(f"model.streams={list(streams)}: expected a non-empty subset of {list(STREAMS)}")
+    if cfg.model.name == "former_dfer":
+        if streams != ("face",):
+            raise ConfigError(f"model.name=former_dfer reads faces only; set model.streams=[face], not {list(streams)}")
+        spec = cfg.model.former_dfer
+        net = FormerDfer(spec.backbone, len(label_set.classes), num_frames=cfg.data.num_segments,
+                         pretrained=spec.pretrained, temporal_depth=cfg.model.temporal_depth,
+                         temporal_heads=cfg.model.temporal_heads)
+        data = net.data_config
+        return net, list(label_set.classes), InputSpec(int(spec.image_size), tuple(data["mean"]), tuple(data["std"]))
+    if cfg.model.name != "clip_caer":
+        raise ConfigError(f"model.name={cfg.model.name!r}: expected 'clip_caer' or 'former_dfer'")
     if cfg.model.text not in ("descriptors", "class_names"):
         raise ConfigError(f"model.text={cfg.model.text!r}: expected 'descriptors' or 'class_names'")
     texts = label_set.descriptors if cfg.model.text == "descriptors" else label_set.classes
@@ -224,7 +359,11 @@ def build_net(cfg: DictConfig) -> tuple[ClipCaer, list[str], object]:
         temporal_heads=cfg.model.temporal_heads,
         logit_scale=cfg.model.logit_scale,
         freeze_image_encoder=cfg.model.freeze_image_encoder,
+        temporal_mlp_dim=cfg.model.temporal_mlp_dim,
+        temporal_activation=cfg.model.temporal_activation,
     )
+    if cfg.model.checkpoint:  # the authors' released CLIP-CAER weights, over everything built above
+        load_clip_caer_checkpoint(net, cfg.model.checkpoint)
     return net, list(label_set.classes), clip
 
 
@@ -243,9 +382,12 @@ def resolve_resume(resume: str | None, checkpoint_root: Path) -> str | None:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train, select on validation, test the best checkpoint once; returns the test metrics."""
     L.seed_everything(cfg.seed, workers=True)
+    set_torch_threads(cfg.num_threads, cfg.data.num_workers)
     net, class_names, clip = build_net(cfg)
     datamodule = RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std, seed=cfg.seed)
-    module = ClipCaerModule(net, class_names, cfg.optim, cfg.model.streams)
+    module = ClipCaerModule(net, class_names, cfg.optim, cfg.model.streams, loss=cfg.model.loss,
+                            label_smoothing=cfg.model.label_smoothing, cb_beta=cfg.model.cb_beta,
+                            contexts=cfg.data.contexts)
 
     checkpoint_root = Path(cfg.checkpoint_dir)
     resume = resolve_resume(cfg.resume, checkpoint_root)
@@ -284,14 +426,58 @@ def run(cfg: DictConfig) -> dict[str, float]:
         experiment.log_artifact(logger.run_id, str(config_file))
         if getattr(module, "confusion_png", None):
             experiment.log_artifact(logger.run_id, str(module.confusion_png))
+        if getattr(module, "context_table", None):
+            experiment.log_artifact(logger.run_id, str(module.context_table))
+        _log_skipped(experiment, logger.run_id, datamodule.skipped, module.artifact_dir)
         if best:
             experiment.log_artifact(logger.run_id, best, artifact_path="checkpoints")
-        print_summary(metrics, title=f"RAER test ({cfg.model.backbone}, MLflow run {logger.run_id})")
+        print_summary(metrics, title=f"RAER test ({cfg.model.name}, {cfg.model.backbone}, MLflow run {logger.run_id})")
     return metrics
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+def _log_skipped(experiment, run_id: str, skipped: dict[str, list[str]], folder: Path) -> None:
+    """With data.on_bad_clip=skip: how many clips each split left out (a metric) and why (skipped_clips.txt)."""
+    if not skipped:
+        return
+    for split, messages in skipped.items():
+        experiment.log_metric(run_id, f"data/skipped/{split}", len(messages))
+    lines = [f"{split}\t{message}" for split, messages in skipped.items() for message in messages]
+    if lines:
+        (folder / "skipped_clips.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        experiment.log_artifact(run_id, str(folder / "skipped_clips.txt"))
+
+
+COMMANDS = ("train", "describe", "compare", "cache", "prepare")
+
+
+def main(argv: Sequence[str] | None = None):
+    """``[train|describe|compare|cache|prepare] [config=NAME] [key=value ...]``: one training run (the default), the
+    dataset summary, the comparison of methods over seeds, writing the preprocessed crop cache, or detecting the face
+    and body boxes of the clips under ``data.root`` (bounding_box/face.json and body.json)."""
     import sys
 
-    cfg = load_config("raer", sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    cfg = load_config("raer", argv)
+    if command == "describe":
+        from affectlab.lab.describe import describe
+
+        return describe(cfg)
+    if command == "compare":
+        from affectlab.lab.compare import compare
+
+        return compare(cfg)
+    if command == "prepare":
+        if not cfg.data.root:
+            raise ConfigError("prepare needs data.root=<folder with images/> (your clips: frame folders or videos)")
+        found = prepare_boxes(dataset_root(cfg.data))
+        print(f"boxes written for {len(found)} clips; {sum(v == 0 for v in found.values())} without any face found")
+        return found
+    if command == "cache":
+        _, _, inputs = build_net(cfg)
+        datamodule = RaerDataModule(cfg.data, image_size=inputs.image_size, mean=inputs.mean, std=inputs.std,
+                                    seed=cfg.seed)
+        folder = datamodule.write_cache()
+        print(f"crop cache written to {folder}")
+        return folder
     return run(cfg)

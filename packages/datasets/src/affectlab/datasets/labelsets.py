@@ -1,11 +1,13 @@
 """Label sets as data: the class names of a dataset, in label order, and one text descriptor per class.
 
-A label set is a YAML file with keys `name`, `classes` (a list) and `descriptors` (a mapping class -> text, or a list
-in class order). Bundled sets live in `labelsets/<name>.yaml` next to this module; `load_label_set` also takes the
-path of a user's own file.
+A label set is a YAML file with keys `name`, `classes` (a list), `descriptors` (a mapping class -> text, or a list
+in class order) and optionally `annotation` (`{split: path}`, the annotation files of each split relative to the
+dataset root; default `annotation/<split>.txt`). Bundled sets live in `labelsets/<name>.yaml` next to this module
+(`five` and `four` are short for RAER's `raer_five` and `raer_four`); `load_label_set` also takes the path of a
+user's own file.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +21,15 @@ class LabelSet:
     name: str
     classes: tuple[str, ...]
     descriptors: tuple[str, ...]  # descriptors[i] describes classes[i]
+    annotation: dict[str, str] = field(default_factory=dict)  # split -> file relative to the dataset root
+
+    def annotation_file(self, split: str) -> str:
+        """The annotation file of `split`, relative to the dataset root."""
+        return self.annotation.get(split, f"annotation/{split}.txt")
+
+
+# The paper's two RAER label sets by their short names (`data.label_set=five|four`).
+SHORT_NAMES = {"five": "raer_five", "four": "raer_four"}
 
 
 def bundled_label_sets() -> list[str]:
@@ -28,7 +39,8 @@ def bundled_label_sets() -> list[str]:
 
 
 def load_label_set(name_or_path: str) -> LabelSet:
-    """A bundled label set by name ("raer_five") or a user's YAML file by path."""
+    """A bundled label set by name ("raer_five", or "five"/"four") or a user's YAML file by path."""
+    name_or_path = SHORT_NAMES.get(name_or_path, name_or_path)
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -56,9 +68,11 @@ def _parse_label_set(text: str, where: str) -> LabelSet:
         raise DatasetError(
             f"{where}: top level is a {type(data).__name__}; expected a mapping with keys name, classes, descriptors"
         )
-    unknown = sorted(set(data) - {"name", "classes", "descriptors"})
+    unknown = sorted(set(data) - {"name", "classes", "descriptors", "annotation"})
     if unknown:
-        raise DatasetError(f"{where}: unknown key(s) {unknown}; expected only name, classes, descriptors")
+        raise DatasetError(
+            f"{where}: unknown key(s) {unknown}; expected only name, classes, descriptors, annotation"
+        )
 
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -95,8 +109,18 @@ def _parse_label_set(text: str, where: str) -> LabelSet:
         if not isinstance(text, str) or not text.strip():
             raise DatasetError(f"{where}: key 'descriptors' -> {cls!r} is {text!r}; expected a non-empty text")
 
+    annotation = data.get("annotation") or {}
+    if not isinstance(annotation, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in annotation.items()
+    ):
+        raise DatasetError(
+            f"{where}: key 'annotation' is {annotation!r}; expected a mapping split -> file path, "
+            "e.g. {train: annotation/train.txt, test: annotation/test.txt}"
+        )
+
     return LabelSet(
         name=name.strip(),
         classes=tuple(c.strip() for c in classes),
         descriptors=tuple(" ".join(t.split()) for t in descriptors),
+        annotation={k: v.strip() for k, v in annotation.items()},
     )

@@ -9,6 +9,12 @@ body box but well below the face box, carries one of two objects (a book or a ph
 
 so a face-only model tops out at 60% UAR (it cannot split Neutrality/Distraction or Confusion/Fatigue), a context-only
 model at 40%, and face + context can reach 100%. Position, colours, background, motion and noise vary per clip.
+
+Both label sets are written: the five classes in `annotation/{train,test}.txt` and the four valence/arousal quadrants
+(raer_four) in `annotation/four/{train,test}.txt`, each clip's quadrant following from its five-class label
+(FOUR_OF_FIVE). With `num_votes` > 1 every line carries that many annotators' votes instead of one label, a strict
+majority for the true class and the rest spread over the other classes. With `video=True` each clip is one
+Motion-JPEG AVI `images/<clip_dir>.avi` instead of a folder of JPEG frames.
 """
 
 import hashlib
@@ -24,13 +30,18 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.raer import RAER_CONTEXTS
+from affectlab.datasets.video import write_mjpeg_avi
 
 # Bump when the drawing changes, so cached datasets made by older code are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 FACE_TYPE = ("A", "B", "C", "C", "A")  # per class, in raer_five order
 CONTEXT_TYPE = ("book", "book", "book", "phone", "phone")  # per class, in raer_five order
-SCENES = ("Class/Classroom", "SelfStudy/Library")
+# raer_four label of each raer_five class: Neutrality is calm and positive, Enjoyment lively and positive, Confusion
+# and Distraction restless and negative, Fatigue low and negative.
+FOUR_OF_FIVE = (1, 0, 2, 3, 2)
+SCENES = RAER_CONTEXTS
 
 # The layout is drawn for a 160x120 frame and scaled to the requested size.
 _BASE_HEIGHT = 120
@@ -48,16 +59,18 @@ def make_synthetic_raer(
     num_frames: int = 16,
     frame_size: tuple[int, int] = (160, 120),
     seed: int = 0,
+    num_votes: int = 1,
+    video: bool = False,
 ) -> Path:
     """Write a synthetic RAER under `root` (images/, annotation/, bounding_box/) and return `root`."""
     root = Path(root)
     width, height = frame_size
     if width < 64 or height < 48 or width < height:
         raise DatasetError(f"synthetic RAER frame_size is {frame_size}; expected a landscape frame of at least 64x48")
-    if num_train < 0 or num_test < 0 or num_frames < 1:
+    if num_train < 0 or num_test < 0 or num_frames < 1 or num_votes < 1:
         raise DatasetError(
-            f"synthetic RAER got num_train={num_train}, num_test={num_test}, num_frames={num_frames}; "
-            "expected clip counts >= 0 and at least 1 frame"
+            f"synthetic RAER got num_train={num_train}, num_test={num_test}, num_frames={num_frames}, "
+            f"num_votes={num_votes}; expected clip counts >= 0, at least 1 frame and at least 1 vote"
         )
     face_json: dict[str, dict[str, list[int]]] = {}
     body_json: dict[str, list[int]] = {}
@@ -65,17 +78,21 @@ def make_synthetic_raer(
     for split, count in (("train", num_train), ("test", num_test)):
         # Balanced classes: label i % 5, shuffled so the annotation order carries no label information.
         labels = np.random.default_rng([seed, 0 if split == "train" else 1]).permutation(np.arange(count) % 5)
-        lines = []
+        lines, four_lines = [], []
         for label in labels.tolist():
             clip_number += 1
             rng = np.random.default_rng([seed, 2, clip_number])
             clip_dir = f"{SCENES[int(rng.integers(len(SCENES)))]}/{clip_number:06d}"
-            face_boxes, body_box = _write_clip(root / "images" / clip_dir, label, num_frames, frame_size, rng)
+            frames, face_boxes, body_box = _draw_clip(label, num_frames, frame_size, rng)
+            _save_clip(root / "images" / clip_dir, frames, video)
             face_json[clip_dir] = face_boxes
             body_json[clip_dir] = body_box
-            lines.append(f"{clip_dir} {num_frames} {label + 1}\n")
-        (root / "annotation").mkdir(parents=True, exist_ok=True)
+            votes = _votes(label, num_votes, np.random.default_rng([seed, 3, clip_number]))
+            lines.append(f"{clip_dir} {num_frames} {' '.join(str(v + 1) for v in votes)}\n")
+            four_lines.append(f"{clip_dir} {num_frames} {' '.join(str(FOUR_OF_FIVE[v] + 1) for v in votes)}\n")
+        (root / "annotation" / "four").mkdir(parents=True, exist_ok=True)
         (root / "annotation" / f"{split}.txt").write_text("".join(lines), encoding="utf-8")
+        (root / "annotation" / "four" / f"{split}.txt").write_text("".join(four_lines), encoding="utf-8")
     (root / "bounding_box").mkdir(parents=True, exist_ok=True)
     (root / "bounding_box" / "face.json").write_text(json.dumps(face_json), encoding="utf-8")
     (root / "bounding_box" / "body.json").write_text(json.dumps(body_json), encoding="utf-8")
@@ -116,8 +133,26 @@ def ensure_synthetic_raer(cache_dir: str | Path | None = None, **params) -> Path
     return target
 
 
-def _write_clip(folder: Path, label: int, num_frames: int, frame_size: tuple[int, int], rng: np.random.Generator):
-    """Draw the frames of one clip; returns its face boxes {frame_file: box} and its body box."""
+def _votes(label: int, num_votes: int, rng: np.random.Generator) -> list[int]:
+    """`num_votes` annotators' 0-based votes: a strict majority for `label`, the others for random other classes."""
+    if num_votes == 1:
+        return [label]
+    agreeing = int(rng.integers(num_votes // 2 + 1, num_votes + 1))
+    others = [c for c in range(len(FACE_TYPE)) if c != label]
+    return [label] * agreeing + [int(c) for c in rng.choice(others, size=num_votes - agreeing)]
+
+
+def _save_clip(path: Path, frames: list[Image.Image], video: bool) -> None:
+    if video:
+        write_mjpeg_avi(path.with_name(path.name + ".avi"), [np.asarray(f) for f in frames])
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames, start=1):
+        frame.save(path / f"{k}.jpg", quality=90)
+
+
+def _draw_clip(label: int, num_frames: int, frame_size: tuple[int, int], rng: np.random.Generator):
+    """Draw the frames of one clip; returns them, its face boxes {frame_file: box} and its body box."""
     width, height = frame_size
     unit = height / _BASE_HEIGHT
     body_w, body_h = (_BODY_W + rng.uniform(-3, 3)) * unit, (_BODY_H + rng.uniform(-3, 3)) * unit
@@ -129,7 +164,7 @@ def _write_clip(folder: Path, label: int, num_frames: int, frame_size: tuple[int
     look = _clip_look(rng)
     background = _background(frame_size, rng)
 
-    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
     face_boxes: dict[str, list[int]] = {}
     for k in range(1, num_frames + 1):
         dx = sway * math.sin(phase + 2 * math.pi * k / period)
@@ -138,7 +173,7 @@ def _write_clip(folder: Path, label: int, num_frames: int, frame_size: tuple[int
         face_box = _draw_student(
             ImageDraw.Draw(image), left + dx, top + dy, body_w, body_h, face_dx, unit, label, look
         )
-        image.save(folder / f"{k}.jpg", quality=90)
+        frames.append(image)
         if rng.random() >= _MISSING_FACE_BOX_RATE:
             jitter = rng.uniform(-1, 1, 4) * unit  # a detector's box is never pixel-exact
             face_boxes[f"{k}.jpg"] = [int(round(v + j)) for v, j in zip(face_box, jitter)]
@@ -148,7 +183,7 @@ def _write_clip(folder: Path, label: int, num_frames: int, frame_size: tuple[int
         min(width, math.ceil(left + body_w + sway)),
         min(height, math.ceil(top + body_h + 0.5 * sway)),
     ]
-    return face_boxes, body_box
+    return frames, face_boxes, body_box
 
 
 def _clip_look(rng: np.random.Generator) -> dict:

@@ -29,7 +29,8 @@ class ClipCaer(nn.Module):
     def __init__(self, clip_model: nn.Module, tokenizer, class_texts: list[str], *, num_frames: int = 16,
                  streams: tuple[str, ...] = STREAMS, n_ctx: int = 8, learnable_ctx: bool = True,
                  temporal_depth: int = 1, temporal_heads: int = 8, logit_scale: float = 100.0,
-                 freeze_image_encoder: bool = False):
+                 freeze_image_encoder: bool = False, temporal_mlp_dim: int | None = None,
+                 temporal_activation: str = "gelu"):
         super().__init__()
         streams = tuple(streams)
         unknown = [s for s in streams if s not in STREAMS]
@@ -47,7 +48,8 @@ class ClipCaer(nn.Module):
         projection = clip_model.text_projection
         dim = projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
         self.temporal = nn.ModuleDict({
-            stream: TemporalTransformer(dim, num_frames, depth=temporal_depth, heads=temporal_heads)
+            stream: TemporalTransformer(dim, num_frames, depth=temporal_depth, heads=temporal_heads,
+                                        mlp_dim=temporal_mlp_dim, activation=temporal_activation)
             for stream in streams
         })
         self.projection = nn.Linear(len(streams) * dim, dim)

