@@ -407,7 +407,7 @@ def test_synthetic_raer_is_cached(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 0.5
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no leftover temporary folder
     assert ensure_synthetic_raer(**SMALL, seed=1) != path
-    with pytest.raises(DatasetError, match=r"synthetic RAER parameter\(s\) \['num_clips'\] unknown"):
+    with pytest.raises(DatasetError, match=r"synthetic_raer: unknown parameter\(s\) \['num_clips'\]"):
         ensure_synthetic_raer(num_clips=3)
 
 

@@ -17,12 +17,7 @@ misses some windows (a transcript needs speech). So the best fusion weights diff
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +26,7 @@ from PIL import Image, ImageDraw
 from affectlab.datasets.affwild2 import AFEW_FOLDERS, AFFWILD2_EXPRESSIONS
 from affectlab.datasets.cexpr import CEXPR_CLASSES, HEADER, OTHER, segment_windows, window_id
 from affectlab.datasets.modality_tables import write_modality_table
+from affectlab.datasets.generated import generate_once
 from affectlab.datasets.video import write_mjpeg_avi
 
 GENERATOR_VERSION = 4
@@ -116,28 +112,7 @@ def make_synthetic_cexpr(
 def ensure_synthetic_cexpr(cache_dir: str | Path | None = None, **params) -> Path:
     """The synthetic data for `params` (keywords of `make_synthetic_cexpr`), generated once into a cache folder named
     by their hash; written to a scratch folder and renamed, so an interrupted run leaves nothing behind."""
-    signature = inspect.signature(make_synthetic_cexpr)
-    unknown = sorted(set(params) - (set(signature.parameters) - {"root"}))
-    if unknown:
-        raise TypeError(f"ensure_synthetic_cexpr got unknown parameter(s) {unknown}")
-    full = {name: p.default for name, p in signature.parameters.items() if name != "root"} | params
-    full["seconds"] = list(full["seconds"])
-    key = json.dumps({"version": GENERATOR_VERSION, **full}, sort_keys=True)
-    cache = Path(cache_dir if cache_dir is not None else os.environ.get("AFFECTLAB_CACHE", "~/.cache/affectlab"))
-    target = cache.expanduser() / f"synthetic_cexpr-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        make_synthetic_cexpr(scratch, **full)
-        os.replace(scratch, target)
-    except OSError:
-        if not target.is_dir():  # another process finished first: keep theirs
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return generate_once(make_synthetic_cexpr, "synthetic_cexpr", GENERATOR_VERSION, params, cache_dir)
 
 
 def _compound_timeline(num_frames: int, fps: float, rng: np.random.Generator, first_video: bool):

@@ -17,19 +17,15 @@ majority for the true class and the rest spread over the other classes. With `vi
 Motion-JPEG AVI `images/<clip_dir>.avi` instead of a folder of JPEG frames.
 """
 
-import hashlib
-import inspect
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.generated import generate_once
 from affectlab.datasets.raer import RAER_CONTEXTS
 from affectlab.datasets.video import write_mjpeg_avi
 
@@ -105,32 +101,7 @@ def ensure_synthetic_raer(cache_dir: str | Path | None = None, **params) -> Path
     The folder is named by a hash of the parameters and appears only complete: it is written to a temporary folder
     and renamed into place, so an interrupted run leaves nothing that a later call would use.
     """
-    parameters = inspect.signature(make_synthetic_raer).parameters
-    defaults = {name: p.default for name, p in parameters.items() if name != "root"}
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise DatasetError(f"synthetic RAER parameter(s) {unknown} unknown; expected some of {sorted(defaults)}")
-    full = defaults | params
-    full["frame_size"] = list(full["frame_size"])
-    key = json.dumps({"version": GENERATOR_VERSION, **full}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    cache = Path(cache_dir if cache_dir is not None else os.environ.get("AFFECTLAB_CACHE", "~/.cache/affectlab"))
-    target = cache.expanduser() / f"synthetic_raer-{digest}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        make_synthetic_raer(scratch, **full)
-        os.replace(scratch, target)
-    except OSError:
-        # Another process finished the same dataset first: theirs is complete, keep it.
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return generate_once(make_synthetic_raer, "synthetic_raer", GENERATOR_VERSION, params, cache_dir)
 
 
 def _votes(label: int, num_votes: int, rng: np.random.Generator) -> list[int]:
