@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.textfile import read_text
 
 AFFWILD2_EXPRESSIONS: tuple[str, ...] = (
     "Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"
@@ -34,10 +35,7 @@ AFEW_FOLDERS: dict[str, str] = {
 def read_affwild2_expression(path: str | Path) -> np.ndarray:
     """[num_frames] labels of one AffWild2 expression file (index into AFFWILD2_EXPRESSIONS, -1 unannotated)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: expression label file not found") from None
+    lines = read_text(path, "expression label file", f"the header {','.join(AFFWILD2_EXPRESSIONS)}").splitlines()
     expected = ",".join(AFFWILD2_EXPRESSIONS)
     if not lines or lines[0].replace(" ", "") != expected:
         found = lines[0] if lines else ""

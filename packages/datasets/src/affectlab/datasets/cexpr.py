@@ -23,6 +23,7 @@ import yaml
 
 from affectlab.datasets import video
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.textfile import read_text
 
 # The annotation's column order; a label is an index into this tuple (Other = 7).
 CEXPR_CLASSES: tuple[str, ...] = (
@@ -63,10 +64,7 @@ def parse_time(text: str, where: str) -> int:
 def read_cexpr_annotation(path: str | Path, duration_s: float | None = None) -> list[CexprSegment]:
     """The segments of one annotation CSV, in time order; `duration_s` (the video's length) bounds the end times."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found; expected a C-EXPR-DB CSV") from None
+    text = read_text(path, "annotation file", "a C-EXPR-DB CSV")
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None or tuple(cell.strip() for cell in header) != HEADER:
@@ -171,10 +169,7 @@ def read_class_ids(path: str | Path) -> dict[str, int]:
 def read_fold_list(path: str | Path, class_ids: dict[str, int]) -> list[FoldClip]:
     """One fold list, `Class-Name/VV_Class-Name_k,<class id>` per line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: fold list not found; expected lines 'Class-Name/VV_Class-Name_k,<id>'") from None
+    lines = read_text(path, "fold list", "lines 'Class-Name/VV_Class-Name_k,<id>'").splitlines()
     clips = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

@@ -27,6 +27,7 @@ import numpy as np
 from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS
 from affectlab.datasets.cexpr import CEXPR_CLASSES, OTHER
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.textfile import read_text
 
 CEXPR_COMPOUNDS = CEXPR_CLASSES[:OTHER]  # the seven compound expressions, without Other
 SUM_TOLERANCE = 1e-3
@@ -115,10 +116,7 @@ def read_modality_table(
 ) -> ModalityTable:
     path = Path(path)
     header = ("segment_id", *classes)
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: modality table not found; expected a CSV {','.join(header)}") from None
+    rows = list(csv.reader(read_text(path, "modality table", f"a CSV {','.join(header)}").splitlines()))
     if not rows or tuple(cell.strip() for cell in rows[0]) != header:
         raise DatasetError(f"{path}:1: header {rows[0] if rows else ''!r}; expected {','.join(header)}")
     ids, values = [], []

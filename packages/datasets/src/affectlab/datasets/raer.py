@@ -32,6 +32,7 @@ from affectlab.datasets.errors import DatasetError, DatasetWarning
 from affectlab.datasets.labelsets import LabelSet, load_label_set
 from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_frames
 from affectlab.datasets.votes import majority_label, soft_label
+from affectlab.datasets.textfile import read_text
 
 RAER_CLASSES: tuple[str, ...] = load_label_set("raer_five").classes
 
@@ -80,12 +81,7 @@ def read_annotation(
     path = Path(path)
     names = {} if isinstance(classes, int) else {name.lower(): i for i, name in enumerate(classes)}
     num_classes = classes if isinstance(classes, int) else len(classes)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(
-            f"{path}: annotation file not found; expected lines '<clip_dir> <num_frames> <label>'"
-        ) from None
+    lines = read_text(path, "annotation file", "lines '<clip_dir> <num_frames> <label>'").splitlines()
     clips: list[RaerClip] = []
     first_seen: dict[str, int] = {}
     annotators: tuple[int, int] | None = None  # (votes per line, the line that set it)
