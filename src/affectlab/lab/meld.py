@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchmetrics.functional.classification import multiclass_f1_score
@@ -45,7 +45,7 @@ from affectlab.datasets.errors import DatasetError
 from affectlab.fusion.textualize import MODALITIES, CueTables, load_cue_tables, write_synthetic_cue_tables
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion
-from affectlab.lab.sharding import EvalShardSampler, MarkPadding
+from affectlab.lab.sharding import eval_shards, train_sampler
 from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
 from affectlab.models.attention_fusion import AttentionFusion
@@ -228,23 +228,16 @@ class PromptDataModule(L.LightningDataModule):
         self.train_set, self.val_set, self.test_set = train, val, test
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
 
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._world()
-        if world > 1:
-            return self._loader(self.train_set, DistributedSampler(self.train_set, world, rank, seed=self.seed))
-        return self._loader(self.train_set, shuffle=True)
+        sampler = train_sampler(self.train_set, self.seed, self.trainer)
+        return self._loader(self.train_set, sampler, shuffle=sampler is None)
 
     def _eval_loader(self, dataset: Items) -> DataLoader:
-        rank, world = self._world()
-        return self._loader(MarkPadding(dataset), EvalShardSampler(len(dataset), rank, world))
+        return self._loader(*eval_shards(dataset, self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

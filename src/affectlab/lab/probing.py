@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
@@ -31,7 +31,7 @@ from affectlab.datasets.emotion_corpus import (
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
-from affectlab.lab.sharding import EvalShardSampler, MarkPadding
+from affectlab.lab.sharding import eval_shards, train_sampler
 from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
 from affectlab.probing import (
@@ -297,7 +297,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     probes.fit_standardisation(features[:, train_rows])
     train_set = ProbeFeatures(features, train_rows, train.labels)
     test_set = ProbeFeatures(features, [row_of[t] for t in test.texts], test.labels)
-    rank, world = _world()
+    _, world = _world()
     batch_size = cfg.probe.batch_size
     steps = cfg.trainer.max_epochs * -(-len(train_set) // (batch_size * world))
     module = ProbeModule(probes, layers, cfg.probe.optim, steps)
@@ -310,15 +310,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     if trainer.is_global_zero:
         logger.log_hyperparams(flatten(cfg))
-    if world > 1:
-        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
-    else:
-        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
+    sampler = train_sampler(train_set, cfg.seed, trainer)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, shuffle=sampler is None)
     trainer.fit(module, train_loader)
-    test_loader = DataLoader(
-        MarkPadding(test_set), batch_size=1024, sampler=EvalShardSampler(len(test_set), rank, world)
-    )
+    test_data, test_sampler = eval_shards(test_set, trainer)
+    test_loader = DataLoader(test_data, batch_size=1024, sampler=test_sampler)
     trainer.test(module, test_loader, verbose=False)
 
     results = module.results

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -42,7 +42,7 @@ from affectlab.datasets.prepare import prepare_boxes
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sampling import ClassBalancedSampler
-from affectlab.lab.sharding import EvalShardSampler, MarkPadding
+from affectlab.lab.sharding import eval_shards, rank_and_world, train_sampler
 from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
 from affectlab.models import ClipCaer, FormerDfer, class_balanced_weights, create_clip, load_clip_caer_checkpoint
@@ -155,22 +155,15 @@ class RaerDataModule(L.LightningDataModule):
             drop_last=drop_last,
         )
 
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._world()
         if self.cfg.sampler == "class_balanced":
+            rank, world = rank_and_world(self.trainer)
             return self._loader(self.train_set, ClassBalancedSampler(self.train_set.labels, self.seed, rank, world))
-        if world > 1:
-            sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            return self._loader(self.train_set, sampler)
-        return self._loader(self.train_set, None, shuffle=True)
+        sampler = train_sampler(self.train_set, self.seed, self.trainer)
+        return self._loader(self.train_set, sampler, shuffle=sampler is None)
 
     def _eval_loader(self, dataset) -> DataLoader:
-        rank, world = self._world()
-        return self._loader(MarkPadding(dataset), EvalShardSampler(len(dataset), rank, world))
+        return self._loader(*eval_shards(dataset, self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

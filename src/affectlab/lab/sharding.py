@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 class EvalShardSampler(Sampler[int]):
@@ -42,3 +42,22 @@ class MarkPadding(Dataset):
         item = dict(self.dataset[index if index >= 0 else -1 - index])
         item["valid"] = torch.tensor(index >= 0)
         return item
+
+
+def rank_and_world(trainer) -> tuple[int, int]:
+    """(global rank, world size) of the Trainer a DataModule is attached to; (0, 1) outside one."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def train_sampler(dataset: Dataset, seed: int, trainer) -> Sampler[int] | None:
+    """Each process its own shuffled share of the training set; None in one process (the loader shuffles)."""
+    rank, world = rank_and_world(trainer)
+    if world == 1:
+        return None
+    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+
+
+def eval_shards(dataset: Dataset, trainer) -> tuple[Dataset, Sampler[int]]:
+    """The dataset and sampler of an evaluation loader that counts every sample once across processes."""
+    rank, world = rank_and_world(trainer)
+    return MarkPadding(dataset), EvalShardSampler(len(dataset), rank, world)
