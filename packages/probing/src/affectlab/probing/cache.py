@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.probing.extract import HiddenStateExtractor
 
 MANIFEST_VERSION = 1
@@ -91,23 +92,6 @@ class CacheKey:
         return f"{slug}-{self.digest()}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 class FeatureCache:
     """The shards of one key in ``folder``; `open` checks (or writes) the manifest."""
 
@@ -149,7 +133,7 @@ class FeatureCache:
                     + ". Use another cache folder or delete this one."
                 )
         else:
-            _write_atomic(self.manifest_path, lambda p: p.write_text(json.dumps(expected, indent=2)))
+            write_atomic(self.manifest_path, lambda p: p.write_text(json.dumps(expected, indent=2)))
         return self
 
     def rows(self, shard: int) -> range:
@@ -171,12 +155,7 @@ class FeatureCache:
         if shard in self._verified:
             return True
         data, expected = self._paths(shard)[0], self.record(shard)
-        complete = (
-            expected is not None
-            and data.exists()
-            and data.stat().st_size == expected.get("bytes")
-            and _sha256(data) == expected.get("sha256")
-        )
+        complete = matches(data, expected)
         if complete:
             self._verified.add(shard)
         return complete
@@ -191,9 +170,9 @@ class FeatureCache:
         if tuple(features.shape) != expected:
             raise ValueError(f"shard {shard}: features of shape {tuple(features.shape)}, expected {expected}")
         data, record = self._paths(shard)
-        _write_atomic(data, lambda p: save_file({"features": features.float().contiguous()}, str(p)))
-        entry = {"start": rows.start, "stop": rows.stop, "bytes": data.stat().st_size, "sha256": _sha256(data)}
-        _write_atomic(record, lambda p: p.write_text(json.dumps(entry)))
+        write_atomic(data, lambda p: save_file({"features": features.float().contiguous()}, str(p)))
+        entry = {"start": rows.start, "stop": rows.stop, **file_record(data)}
+        write_atomic(record, lambda p: p.write_text(json.dumps(entry)))
         self._verified.add(shard)
 
     def load(self) -> torch.Tensor:
@@ -208,7 +187,7 @@ class FeatureCache:
         records = [self.record(s) for s in range(self.num_shards)]
         if manifest.get("shards") != records:  # ranks write the same records: whichever replaces last, it is right
             manifest["shards"] = records
-            _write_atomic(self.manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2)))
+            write_atomic(self.manifest_path, lambda p: p.write_text(json.dumps(manifest, indent=2)))
         return torch.cat([load_file(str(self._paths(s)[0]))["features"] for s in range(self.num_shards)], dim=1)
 
 

@@ -1,0 +1,58 @@
+"""Files that an interrupted run can never leave half-written, and a record that tells a damaged one from a good one.
+
+Every on-disk cache in the project (crop caches, feature caches, activation shards, modality tables, checkpoints)
+writes through `write_atomic` and describes each file by `file_record`; a reader calls `matches` and rebuilds a file
+whose size or SHA-256 differs instead of reading it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def sha256_of(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(scratch)`` on a scratch file beside `path`, flush it to disk, then rename it over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a part of either (rename is atomic on
+    POSIX within one file system, which is why the scratch file lives in the same folder).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    scratch = Path(name)
+    try:
+        write(scratch)
+        with scratch.open("rb+") as flushed:
+            os.fsync(flushed.fileno())
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return path
+
+
+def file_record(path: str | Path) -> dict:
+    """What a manifest keeps of a file to recognise it later: its size in bytes and its SHA-256."""
+    path = Path(path)
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def matches(path: str | Path, record: dict | None) -> bool:
+    """True when `path` exists with the size and SHA-256 of `record` (size first: a truncated file costs no hashing)."""
+    path = Path(path)
+    if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
+        return False
+    return sha256_of(path) == record.get("sha256")
