@@ -397,3 +397,55 @@ def test_malleability_gives_per_class_recall_and_precision_per_system_prompt(cha
     assert set(results) == set(SYSTEM_PROMPTS)
     for result in results.values():
         assert result.recall[3] == 1.0 and result.recall[0] == 0.0 and result.precision[3] == pytest.approx(2 / 3)
+
+
+def test_a_text_classifier_judges_replies_through_its_own_label_names(tmp_path: Path, tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from affectlab.datasets.emotion_corpus import EMOTIONS
+    from affectlab.probing import classifier_judge
+    from affectlab.probing.malleability import classifier_class_map
+
+    labels = {0: "anger", 1: "Joy", 2: "happiness", 3: "neutral"}  # two of its labels are one class of ours
+    assert classifier_class_map(labels, EMOTIONS) == [0, 3, 3, 6]
+    with pytest.raises(ValueError, match="'boredom' \\(id 1\\) names none of"):
+        classifier_class_map({0: "anger", 1: "boredom"}, EMOTIONS, "my/classifier")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=4, id2label=labels, label2id={v: k for k, v in labels.items()})
+    model = BertForSequenceClassification(config).eval()
+    judged = classifier_judge(model, tokenizer, EMOTIONS, batch_size=2)(TEXTS)
+    with torch.no_grad():
+        probs = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.softmax(-1)
+    expected = torch.stack([probs[:, 0], probs[:, 1] + probs[:, 2], probs[:, 3]], dim=1).argmax(-1)
+    assert judged == [[0, 3, 6][i] for i in expected.tolist()]
+
+
+def test_the_depth_figure_adds_earlier_runs_of_other_models_on_the_same_corpus(tmp_path: Path):
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+
+    from affectlab.lab.config import flatten
+    from affectlab.lab.probing import earlier_depth_curves
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("probing", artifact_location=str(tmp_path / "artifacts"))
+    cfg = OmegaConf.create({"model": {"name": "this-model"}, "data": {"source": "meld", "max_per_class": None}})
+
+    def past_run(model: str, source: str, accuracies: list[float], num_layers: int) -> None:
+        run = client.create_run(experiment).info.run_id
+        for key, value in flatten({"model": {"name": model}, "data": {"source": source, "max_per_class": None}}).items():
+            client.log_param(run, key, value)
+        client.log_metric(run, "num_layers", num_layers)
+        for layer, accuracy in zip(range(0, num_layers + 1, num_layers // 2), accuracies):
+            client.log_metric(run, f"summary/accuracy/layer_{layer:02d}", accuracy)
+        client.set_terminated(run)
+
+    past_run("qwen", "meld", [0.1, 0.5, 0.6], num_layers=28)
+    past_run("llama", "meld", [0.2, 0.4, 0.5], num_layers=16)
+    past_run("llama", "meld", [0.2, 0.45, 0.55], num_layers=16)  # the latest run of a model stands for it
+    past_run("qwen-other-corpus", "goemotions.csv", [0.1, 0.2, 0.3], num_layers=28)
+    past_run("this-model", "meld", [0.9, 0.9, 0.9], num_layers=6)  # the current model's line is the current run
+    curves = earlier_depth_curves(client, experiment, run_id="none", cfg=cfg)
+    assert set(curves) == {"qwen", "llama"}
+    assert curves["llama"] == ([0.0, 0.5, 1.0], [0.2, 0.45, 0.55])

@@ -41,6 +41,7 @@ from affectlab.probing import (
     OffsetProbe,
     accuracy_by_offset,
     cached_features,
+    classifier_judge,
     fit_offset_probe,
     generate_answers,
     generate_replies,
@@ -228,8 +229,10 @@ def malleability_study(
         judge = probe_judge(extractor, probes, position)
     elif cfg.malleability.judge == "llm":
         judge = llm_judge(model, tokenizer, EMOTIONS)
+    elif cfg.malleability.judge == "classifier":
+        judge = text_classifier_judge(cfg, str(cfg.malleability.classifier))
     else:
-        raise ConfigError(f"malleability.judge={cfg.malleability.judge!r}: expected 'probe' or 'llm'")
+        raise ConfigError(f"malleability.judge={cfg.malleability.judge!r}: expected 'probe', 'classifier' or 'llm'")
     count = min(len(test), int(cfg.malleability.max_texts))
     results = malleability(model, tokenizer, test.texts[:count], test.labels[:count], judge, len(EMOTIONS),
                            max_new_tokens=cfg.malleability.max_new_tokens)
@@ -243,6 +246,22 @@ def malleability_study(
                 writer.writerow([prompt, name, f"{recall:.4f}", f"{precision:.4f}"])
             metrics[f"malleability/{prompt}/mean_recall"] = float(torch.tensor(result.recall).nanmean())
     return metrics, path
+
+
+def text_classifier_judge(cfg: DictConfig, name: str):
+    """``malleability.judge=classifier``: a transformers emotion classifier (hub id or folder) judges the replies."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_source(name))
+        model = AutoModelForSequenceClassification.from_pretrained(model_source(name)).eval()
+    except Exception as error:  # offline, unknown id, not a classifier: say which and why
+        raise ConfigError(f"malleability.classifier={name!r} cannot be loaded: {type(error).__name__}: {error}. "
+                          "Expected a reachable or cached hub id, or a local folder of a sequence classifier") from error
+    try:
+        return classifier_judge(model, tokenizer, EMOTIONS)
+    except ValueError as error:
+        raise ConfigError(f"malleability.classifier: {error}") from error
 
 
 def persistence_study(
@@ -373,15 +392,36 @@ def zero_shot_baseline(cfg: DictConfig, lm: tuple, test: EmotionCorpus) -> dict[
             "zero_shot_texts": float(result.total)}
 
 
+def earlier_depth_curves(client, experiment_id: str, run_id: str, cfg: DictConfig) -> dict[str, tuple[list, list]]:
+    """Accuracy against depth of the latest earlier run of every other model in this MLflow experiment that probed
+    the same corpus (same ``data.*``), so that the depth figure compares models, one line each, as the paper's does."""
+    same_data = {key: str(value) for key, value in flatten(cfg.data, prefix="data.").items()}
+    curves: dict[str, tuple[list, list]] = {}
+    for run in client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200):
+        params, metrics = run.data.params, run.data.metrics
+        name = params.get("model.name")
+        if (run.info.run_id == run_id or name is None or name == str(cfg.model.name) or name in curves
+                or "num_layers" not in metrics or any(params.get(k) != v for k, v in same_data.items())):
+            continue
+        layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in metrics.items()
+                        if key.startswith("summary/accuracy/layer_"))
+        if layers:
+            curves[name] = ([layer / metrics["num_layers"] for layer, _ in layers], [acc for _, acc in layers])
+    return curves
+
+
 def _report(cfg, logger, module, results, best, num_layers, corpus, info, summary, folder, artifacts) -> None:
     """Figures, the per-layer table, the corpus counts and the summary: to MLflow, and the summary to the screen."""
     name = str(cfg.model.name)
+    experiment = logger.experiment
     depths = [r["layer"] / num_layers for r in results]
+    curves = {name: (depths, [r["accuracy"] for r in results])}
+    curves.update(earlier_depth_curves(experiment, logger.experiment_id, logger.run_id, cfg))
     artifacts = [
         *artifacts,
         write_layer_table(results, num_layers, folder / "layers.csv"),
-        plot_accuracy_by_depth({name: (depths, [r["accuracy"] for r in results])}, folder / "accuracy_by_depth.png",
-                               chance=1.0 / len(EMOTIONS)),
+        plot_accuracy_by_depth(curves, folder / "accuracy_by_depth.png", chance=1.0 / len(EMOTIONS),
+                               title=f"probe accuracy by layer depth on {corpus.name}"),
     ]
     for row in [best] if best is results[-1] else [best, results[-1]]:
         artifacts.append(plot_confusion(row["confusion"].cpu().numpy(), EMOTIONS,
@@ -393,7 +433,6 @@ def _report(cfg, logger, module, results, best, num_layers, corpus, info, summar
                                     title=f"{name}, layer {best['layer']}: probe outputs"))
     OmegaConf.save(cfg, folder / "config.yaml")
     artifacts.append(folder / "config.yaml")
-    experiment = logger.experiment
     for path in artifacts:
         experiment.log_artifact(logger.run_id, str(path))
     for key, value in {**{f"corpus/{k}": v for k, v in corpus.report.items()}, **info}.items():

@@ -4,7 +4,7 @@ Extraction of pooled hidden states at chosen layers, computing nothing above the
 `select_layers`, `load_model`); an on-disk, sharded, resumable cache of them (`cached_features`, `FeatureCache`); one
 probe per layer trained in one pass (`LayerProbes`, `probe_optimizer`, `fit_probes`); figures (`plot_accuracy_by_depth`,
 `plot_probe_pca`, `plot_accuracy_by_offset`); the zero-shot prompting baseline (`parse_emotion`, `generate_answers`,
-`score_answers`); malleability under system prompts (`malleability`, `agreement`, `probe_judge`, `llm_judge`); and
+`score_answers`); malleability under system prompts (`malleability`, `agreement`, `probe_judge`, `classifier_judge`, `llm_judge`); and
 persistence along a reply (`OffsetProbe`, `reply_states`, `fit_offset_probe`, `accuracy_by_offset`).
 """
 
@@ -33,6 +33,7 @@ from affectlab.probing.malleability import (
     SYSTEM_PROMPTS,
     ClassAgreement,
     agreement,
+    classifier_judge,
     llm_judge,
     malleability,
     probe_judge,
@@ -76,6 +77,7 @@ __all__ = [
     "IncompleteCacheError",
     "INPUT_FORMATS",
     "LayerProbes",
+    "classifier_judge",
     "llm_judge",
     "load_model",
     "malleability",

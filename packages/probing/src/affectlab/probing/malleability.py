@@ -68,6 +68,51 @@ def llm_judge(model, tokenizer, classes: Sequence[str], max_new_tokens: int = 24
     return judge
 
 
+# Label names text classifiers commonly use for the 7 classes (e.g. the Ekman-style emotion classifiers on the hub)
+CLASSIFIER_SYNONYMS = {"joy": ("joy", "happiness", "happy"), "anger": ("anger", "angry"), "sadness": ("sadness", "sad"),
+                       "fear": ("fear", "afraid"), "disgust": ("disgust",), "surprise": ("surprise", "surprised"),
+                       "neutral": ("neutral", "none", "no emotion")}
+
+
+def classifier_class_map(id2label: Mapping[int, str], classes: Sequence[str], model_name: str = "") -> list[int]:
+    """For each of a text classifier's output ids, the index of the class in ``classes`` it names; a ValueError
+    naming the model and the label when one names none of them."""
+    lookup = {}
+    for index, name in enumerate(classes):
+        for synonym in CLASSIFIER_SYNONYMS.get(name, (name,)):
+            lookup[synonym] = index
+    mapping = []
+    for position in range(len(id2label)):
+        label = str(id2label[position]).strip().lower()
+        if label not in lookup:
+            raise ValueError(
+                f"text classifier {model_name!r}: its label {id2label[position]!r} (id {position}) names none of "
+                f"{list(classes)}; expected a classifier of these emotions"
+            )
+        mapping.append(lookup[label])
+    return mapping
+
+
+def classifier_judge(model, tokenizer, classes: Sequence[str], batch_size: int = 32, max_length: int = 512) -> Judge:
+    """Judges a reply by a transformers sequence classifier whose labels name the classes (by `classifier_class_map`);
+    scores of labels that map to the same class are summed."""
+    mapping = torch.tensor(classifier_class_map(model.config.id2label, classes, model.config.name_or_path))
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def judge(replies: Sequence[str]) -> list[int | None]:
+        out = []
+        for start in range(0, len(replies), batch_size):
+            chunk = [r if r.strip() else "." for r in replies[start : start + batch_size]]
+            inputs = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            probs = model(**inputs.to(device)).logits.float().softmax(-1).cpu()
+            per_class = torch.zeros(len(chunk), len(classes)).index_add_(1, mapping, probs)
+            out.extend(per_class.argmax(-1).tolist())
+        return out
+
+    return judge
+
+
 def malleability(
     model,
     tokenizer,
