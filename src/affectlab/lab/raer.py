@@ -43,6 +43,7 @@ from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sampling import ClassBalancedSampler
 from affectlab.lab.sharding import eval_shards, rank_and_world, train_sampler
+from affectlab.lab.launcher import trainer_arguments
 from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import make_logger
 from affectlab.models import ClipCaer, FormerDfer, class_balanced_weights, create_clip, load_clip_caer_checkpoint
@@ -394,7 +395,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         mode="max",
         save_last=True,
     )
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs = trainer_arguments(OmegaConf.to_container(cfg.trainer, resolve=True))  # checked, 16-mixed on CPU
     callbacks = [checkpoints]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
@@ -440,7 +441,7 @@ def _log_skipped(experiment, run_id: str, skipped: dict[str, list[str]], folder:
         experiment.log_artifact(run_id, str(folder / "skipped_clips.txt"))
 
 
-COMMANDS = ("train", "describe", "compare", "cache", "prepare")
+COMMANDS = ("train", "describe", "compare", "cache", "prepare", "evaluate")
 
 
 def main(argv: Sequence[str] | None = None):
@@ -466,6 +467,10 @@ def main(argv: Sequence[str] | None = None):
         found = prepare_boxes(dataset_root(cfg.data))
         print(f"boxes written for {len(found)} clips; {sum(v == 0 for v in found.values())} without any face found")
         return found
+    if command == "evaluate":  # val and test metrics of the checkpoint resume=PATH, without training
+        from affectlab.lab.evaluate import evaluate
+
+        return evaluate(cfg)
     if command == "cache":
         _, _, inputs = build_net(cfg)
         datamodule = RaerDataModule(cfg.data, image_size=inputs.image_size, mean=inputs.mean, std=inputs.std,
