@@ -53,31 +53,71 @@ class ClipCaer(nn.Module):
             for stream in streams
         })
         self.projection = nn.Linear(len(streams) * dim, dim)
+        self._text_positions = (None, 0)  # (key of the prompt token ids it was computed for, positions)
+        self._text_features = (None, None)  # (key of the weights and autocast state, class features): encode_text
 
     def encode_video(self, face: Tensor | None = None, context: Tensor | None = None) -> Tensor:
-        """L2-normalised video features [B, D]; clips of streams this model does not use are ignored."""
+        """L2-normalised video features [B, D]; clips of streams this model does not use are ignored.
+
+        A stream is given either as frames [B, T, 3, H, W] or as the image encoder's per-frame embeddings [B, T, D]
+        (the frozen-encoder feature cache, affectlab.lab.features), which skip the encoder; all streams alike.
+        """
         given = {"face": face, "context": context}
         clips = [given[stream] for stream in self.streams]
         for stream, clip in zip(self.streams, clips):
             if clip is None:
                 raise ModelError(f"ClipCaer with streams={self.streams} needs the {stream!r} clip; it was not given")
-            if clip.ndim != 5 or clip.shape[2] != 3 or clip.shape[:1] != clips[0].shape[:1] \
-                    or clip.shape[3:] != clips[0].shape[3:]:
-                raise ModelError(f"{stream!r} clip has shape {tuple(clip.shape)}; expected [B, T, 3, H, W] with the "
-                                 f"same B, H, W as {self.streams[0]!r} {tuple(clips[0].shape)}")
-
-        # One pass of the shared encoder over every frame of every stream: one big batch beats one per stream.
-        frames = torch.cat([clip.flatten(0, 1) for clip in clips])
-        features = self.image_encoder(frames).split([clip.shape[0] * clip.shape[1] for clip in clips])
-        summaries = [
-            self.temporal[stream](feature.unflatten(0, clip.shape[:2]))
-            for stream, clip, feature in zip(self.streams, clips, features)
-        ]
+        dim = self.projection.out_features
+        if all(clip.ndim == 3 for clip in clips):
+            for stream, clip in zip(self.streams, clips):
+                if clip.shape[2] != dim or clip.shape[0] != clips[0].shape[0]:
+                    raise ModelError(f"{stream!r} frame embeddings have shape {tuple(clip.shape)}; expected [B, T, "
+                                     f"{dim}] with the same B as {self.streams[0]!r} {tuple(clips[0].shape)}")
+            features = clips
+        else:
+            for stream, clip in zip(self.streams, clips):
+                if clip.ndim != 5 or clip.shape[2] != 3 or clip.shape[:1] != clips[0].shape[:1] \
+                        or clip.shape[3:] != clips[0].shape[3:]:
+                    raise ModelError(f"{stream!r} clip has shape {tuple(clip.shape)}; expected [B, T, 3, H, W] with "
+                                     f"the same B, H, W as {self.streams[0]!r} {tuple(clips[0].shape)} (or frame "
+                                     f"embeddings [B, T, {dim}] for every stream)")
+            # One pass of the shared encoder over every frame of every stream: one big batch beats one per stream.
+            frames = torch.cat([clip.flatten(0, 1) for clip in clips])
+            features = self.image_encoder(frames).split([clip.shape[0] * clip.shape[1] for clip in clips])
+            features = [feature.unflatten(0, clip.shape[:2]) for clip, feature in zip(clips, features)]
+        summaries = [self.temporal[stream](feature) for stream, feature in zip(self.streams, features)]
         return F.normalize(self.projection(torch.cat(summaries, dim=-1)), dim=-1)
 
     def encode_text(self) -> Tensor:
-        """L2-normalised class features [C, D] from the (learned) prompts."""
-        return F.normalize(self.text_encoder(self.prompt_learner(), self.prompt_learner.tokens), dim=-1)
+        """L2-normalised class features [C, D] from the (learned) prompts, cut after the longest prompt's EOS.
+
+        When no gradient can reach the prompts (evaluation, or learnable_ctx=False with the text encoder frozen) the
+        features only change with the weights, so they are computed once and kept until a prompt or text-encoder
+        tensor is replaced or updated in place (an optimiser step, load_state_dict, .to())."""
+        text_parts = (self.prompt_learner, self.text_encoder)
+        if torch.is_grad_enabled() and any(p.requires_grad for part in text_parts for p in part.parameters()):
+            return self._encode_text()
+        device = self.prompt_learner.tokens.device.type
+        key = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled(device),
+               torch.get_autocast_dtype(device),
+               *((t.data_ptr(), t._version) for part in text_parts for t in (*part.parameters(), *part.buffers())))
+        if self._text_features[0] != key:
+            self._text_features = (key, self._encode_text())
+        return self._text_features[1]
+
+    def _encode_text(self) -> Tensor:
+        length = self.text_positions()
+        prompts, tokens = self.prompt_learner()[:, :length], self.prompt_learner.tokens[:, :length]
+        return F.normalize(self.text_encoder(prompts, tokens), dim=-1)
+
+    def text_positions(self) -> int:
+        """TextEncoder.positions_read of the prompts' token ids, recomputed only when they change (loading a
+        checkpoint replaces them): reading it every step would wait for the GPU each time."""
+        tokens = self.prompt_learner.tokens
+        key = (tokens.data_ptr(), tokens._version, tokens.shape)
+        if self._text_positions[0] != key:
+            self._text_positions = (key, self.text_encoder.positions_read(tokens))
+        return self._text_positions[1]
 
     def forward(self, face: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         return self.logit_scale * self.encode_video(face, context) @ self.encode_text().t()
