@@ -58,3 +58,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many malformed inputs the loaders were tried on (tests/test_bad_inputs*.py: one test per case)."""
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if report.when == "call" and "test_bad_inputs" in report.nodeid
+    ]
+    if reports:
+        passed = sum(report.passed for report in reports)
+        failed = len(reports) - passed
+        terminalreporter.write_line(f"bad-input cases tried: {len(reports)} ({passed} passed, {failed} failed)")

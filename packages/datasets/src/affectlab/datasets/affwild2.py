@@ -17,6 +17,7 @@ import numpy as np
 
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.textfile import read_text
+from affectlab.datasets.video import VIDEO_SUFFIXES
 
 AFFWILD2_EXPRESSIONS: tuple[str, ...] = (
     "Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"
@@ -81,4 +82,15 @@ def read_afew(root: str | Path) -> list[AfewClip]:
     ]
     if not clips:
         raise DatasetError(f"{root}: no clips in the class folders {sorted(AFEW_FOLDERS)}")
+    for clip in clips:  # decord may spend minutes failing to read a stray notes.txt, so refuse it by name first
+        if not clip.path.is_dir() and clip.path.suffix and clip.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise DatasetError(f"{clip.path}: neither a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder; "
+                               "expected only clips in AFEW's class folders")
+    seen: dict[tuple[str, str], Path] = {}
+    for clip in clips:  # a clip's id is <Class>/<stem>: 001.avi beside 001.mp4 or a frame folder 001/ is ambiguous
+        key = (clip.path.parent.name, clip.path.stem)
+        if key in seen:
+            raise DatasetError(f"{clip.path}: same clip id {'/'.join(key)!r} as {seen[key]}; expected one file or "
+                               "frame folder per clip")
+        seen[key] = clip.path
     return clips

@@ -14,6 +14,7 @@ k / fps seconds and takes the label of the segment [begin, end) that contains th
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,9 @@ def read_cexpr_annotation(path: str | Path, duration_s: float | None = None) -> 
     text = read_text(path, "annotation file", "a C-EXPR-DB CSV")
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
-    if header is None or tuple(cell.strip() for cell in header) != HEADER:
+    if header is None:
+        raise DatasetError(f"{path}: empty file; expected the header row {list(HEADER)} and one row per segment")
+    if tuple(cell.strip() for cell in header) != HEADER:
         raise DatasetError(f"{path}:1: header is {header!r}; expected the columns {list(HEADER)}")
     segments: list[CexprSegment] = []
     for row in reader:
@@ -153,10 +156,11 @@ class FoldClip:
 def read_class_ids(path: str | Path) -> dict[str, int]:
     """class_id.yaml, checked against CEXPR_CLASSES' order; Other (never listed) is added as 7."""
     path = Path(path)
+    text = read_text(path, "class id file", "a YAML mapping class name -> id")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: class id file not found; expected class name -> id") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise DatasetError(f"{path}: not valid YAML ({error}); expected a mapping class name -> id") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: holds a {type(data).__name__}; expected a mapping class name -> id")
     for name, index in data.items():
@@ -171,6 +175,7 @@ def read_fold_list(path: str | Path, class_ids: dict[str, int]) -> list[FoldClip
     path = Path(path)
     lines = read_text(path, "fold list", "lines 'Class-Name/VV_Class-Name_k,<id>'").splitlines()
     clips = []
+    first_seen: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -185,6 +190,9 @@ def read_fold_list(path: str | Path, class_ids: dict[str, int]) -> list[FoldClip
                 f"{where}: class {name!r} with id {label_text.strip()}; expected id {class_ids.get(name, '?')} "
                 f"of a class in {sorted(class_ids)}"
             )
+        if clip in first_seen:
+            raise DatasetError(f"{where}: clip {clip!r} repeats line {first_seen[clip]}; expected each clip once")
+        first_seen[clip] = lineno
         clips.append(FoldClip(clip, match[2], class_ids[name], int(match[4]), where))
     return clips
 
@@ -195,7 +203,14 @@ def read_cexpr_folds(folds_root: str | Path, split: int) -> dict[str, list[FoldC
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such fold folder; expected split-K with train.txt, val.txt, test.txt")
     class_ids = read_class_ids(folder / "class_id.yaml")
-    return {part: read_fold_list(folder / f"{part}.txt", class_ids) for part in ("train", "val", "test")}
+    parts = {part: read_fold_list(folder / f"{part}.txt", class_ids) for part in ("train", "val", "test")}
+    # The release's val.txt is its test.txt; what must never happen is a training clip being evaluated.
+    trained = {clip.clip: clip.source for clip in parts["train"]}
+    for clip in parts["val"] + parts["test"]:
+        if clip.clip in trained:
+            raise DatasetError(f"{clip.source}: clip {clip.clip!r} is also a training clip ({trained[clip.clip]}); "
+                               "expected val and test to share no clip with train")
+    return parts
 
 
 def fold_segment(clip: FoldClip, segments: list[CexprSegment]) -> CexprSegment:
@@ -232,17 +247,23 @@ def video_info(path: str | Path) -> tuple[int, float]:
     path = Path(path)
     if path.is_dir():
         frames = len(list(path.glob("*.jpg")))
+        fps_file = path / FRAME_FOLDER_FPS
+        text = read_text(fps_file, "frame rate file", "the frame rate") if fps_file.is_file() else ""
         try:
-            fps = float((path / FRAME_FOLDER_FPS).read_text(encoding="utf-8").strip())
-        except (FileNotFoundError, ValueError):
-            raise DatasetError(f"{path / FRAME_FOLDER_FPS}: missing or not a number; expected the frame rate") from None
-        if frames == 0 or fps <= 0:
+            fps = float(text.strip())
+        except ValueError:
+            raise DatasetError(f"{fps_file}: missing or not a number ({text.strip()[:40]!r}); "
+                               "expected the frame rate") from None
+        if frames == 0 or not math.isfinite(fps) or fps <= 0:
             raise DatasetError(f"{path}: {frames} frames at {fps} fps; expected frames 00001.jpg... and fps > 0")
         return frames, fps
     import decord
 
     count, _ = video.probe_video(path)  # names the file if decord cannot read it
-    return count, float(decord.VideoReader(str(path), num_threads=1).get_avg_fps())
+    fps = float(decord.VideoReader(str(path), num_threads=1).get_avg_fps())
+    if not math.isfinite(fps) or fps <= 0:
+        raise DatasetError(f"{path}: frame rate {fps}; expected a video with a positive frame rate")
+    return count, fps
 
 
 def read_frames(path: str | Path, indices: np.ndarray) -> np.ndarray:
@@ -251,7 +272,15 @@ def read_frames(path: str | Path, indices: np.ndarray) -> np.ndarray:
     if path.is_dir():
         from PIL import Image
 
-        return np.stack([np.asarray(Image.open(path / f"{int(i) + 1:05d}.jpg").convert("RGB")) for i in indices])
+        frames = []
+        for i in indices:
+            frame = path / f"{int(i) + 1:05d}.jpg"
+            try:
+                with Image.open(frame) as image:
+                    frames.append(np.asarray(image.convert("RGB")))
+            except (OSError, SyntaxError) as exc:  # missing, not an image, truncated
+                raise DatasetError(f"{frame}: cannot read frame {int(i)} ({exc}); expected a readable JPEG") from None
+        return np.stack(frames)
     frames = video.read_frames(path, indices)
     return np.stack([frames[int(i)] for i in indices])
 
@@ -260,6 +289,8 @@ def find_video(folder: Path, stem: str, annotation: Path) -> Path:
     """The video of `annotation` in `folder`: <stem>.mp4 (or another of VIDEO_SUFFIXES) or a frame folder <stem>/."""
     candidates = [folder / stem] + [folder / f"{stem}{suffix}" for suffix in video.VIDEO_SUFFIXES]
     found = [c for c in candidates if c.exists()]
+    if len(found) > 1:
+        raise DatasetError(f"{annotation}: several videos for it {[str(c) for c in found]}; expected exactly one")
     if not found:
         raise DatasetError(
             f"{annotation}: no video for it; expected {folder / stem}.mp4 (or another of {video.VIDEO_SUFFIXES}) "

@@ -10,6 +10,7 @@ is counted there and announced with a `CorpusWarning`, never made silently.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.textfile import read_text
 
 EMOTIONS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
 SOURCES = ("raw", "rewritten", "synthetic")
@@ -165,51 +167,73 @@ def build_corpus(
 
 def _records(path: Path) -> Iterable[tuple[dict, str]]:
     suffix = path.suffix.lower()
-    if suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+    if suffix == ".parquet":
+        yield from _parquet_records(path)
+        return
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise DatasetError(f"{path}: unknown corpus format {suffix!r}; expected .jsonl, .json, .csv, .tsv or .parquet")
+    text = read_text(path, "corpus file", "a .jsonl, .json, .csv or .tsv corpus")
+    if suffix == ".json" and text.lstrip().startswith("["):
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+            records = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as error:
             raise DatasetError(f"{path}: not a JSON list of objects ({error})") from error
+        if not isinstance(records, list):
+            raise DatasetError(f"{path}: a JSON {type(records).__name__}; expected a list of objects")
         for number, record in enumerate(records, start=1):
             if not isinstance(record, dict):
                 raise DatasetError(f"{path} item {number}: a {type(record).__name__}; expected a JSON object")
             yield record, f"{path} item {number}"
     elif suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DatasetError(f"{path}:{number}: not a JSON object ({error})") from error
-                if not isinstance(record, dict):
-                    raise DatasetError(f"{path}:{number}: a {type(record).__name__}; expected a JSON object")
-                yield record, f"{path}:{number}"
-    elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            for record in reader:
-                yield record, f"{path}:{reader.line_num}"
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for number, record in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield record, f"{path} row {number}"
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as error:
+                raise DatasetError(f"{path}:{number}: not a JSON object ({error})") from error
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}:{number}: a {type(record).__name__}; expected a JSON object")
+            yield record, f"{path}:{number}"
     else:
-        raise DatasetError(f"{path}: unknown corpus format {suffix!r}; expected .jsonl, .json, .csv, .tsv or .parquet")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            for record in reader:
+                if None in record or None in record.values():  # more cells than the header, or fewer
+                    cells = len(record) - 1 + len(record[None]) if None in record else sum(
+                        v is not None for v in record.values())
+                    raise DatasetError(f"{path}:{reader.line_num}: {cells} cells; expected {len(reader.fieldnames)} "
+                                       f"({','.join(reader.fieldnames)})")
+                yield record, f"{path}:{reader.line_num}"
+        except csv.Error as error:  # e.g. a field longer than the csv module's limit
+            raise DatasetError(f"{path}:{reader.line_num}: not readable as CSV ({error})") from error
+
+
+def _parquet_records(path: Path) -> Iterable[tuple[dict, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as error:  # not Parquet, truncated, unreadable
+        raise DatasetError(f"{path}: cannot read as Parquet ({error}); expected a Parquet corpus table") from None
+    for number, row in enumerate(rows, start=1):
+        yield row, f"{path} row {number}"
 
 
 def _columns_rows(records, columns: dict[str, str | None], origin: str, label_names: Sequence[str] | None = None):
-    checked = False
+    first = True
     for record, where in records:
-        if not checked:
-            missing = [c for c in (columns["text"], columns["emotion"]) if c not in record]
-            if missing:
-                raise DatasetError(f"{origin}: no column {missing}; has {sorted(record)} (set the column names)")
-            checked = True
+        missing = [c for c in (columns["text"], columns["emotion"]) if c not in record]
+        if missing:
+            # the first record sets the columns; a later one without them is a broken line
+            raise DatasetError(
+                f"{origin if first else where}: no column {missing}; has {sorted(map(str, record))} "
+                "(set the column names)"
+            )
+        first = False
         emotion = record[columns["emotion"]]
-        if label_names is not None and isinstance(emotion, int):
+        if label_names is not None and isinstance(emotion, int) and 0 <= emotion < len(label_names):
             emotion = label_names[emotion]
         source = record.get(columns["source"]) if columns["source"] else None
         yield record[columns["text"]], emotion, source, where
@@ -273,11 +297,27 @@ def read_meld(paths: str | Path | Sequence[str | Path], *, unknown: str = "error
         for path in map(Path, paths):
             if not path.is_file():
                 raise DatasetError(f"{path}: no such file; expected MELD's train/dev/test_sent_emo.csv")
-            records = _records(path) if path.suffix.lower() == ".csv" else _bad_suffix(path)
+            records = _unique_utterances(_records(path)) if path.suffix.lower() == ".csv" else _bad_suffix(path)
             yield from _columns_rows(records, {"text": "Utterance", "emotion": "Emotion", "source": None}, str(path))
 
     name = "+".join(Path(p).stem for p in paths)
     return build_corpus(rows(), name, unknown=unknown)
+
+
+def _unique_utterances(records: Iterable[tuple[dict, str]]) -> Iterable[tuple[dict, str]]:
+    """MELD's records; a (Dialogue_ID, Utterance_ID) pair seen before in the same file (a file pasted twice) is an
+    error."""
+    seen: dict[tuple[str, str], str] = {}
+    for record, where in records:
+        if "Dialogue_ID" in record and "Utterance_ID" in record:
+            key = (str(record["Dialogue_ID"]).strip(), str(record["Utterance_ID"]).strip())
+            if key in seen:
+                raise DatasetError(
+                    f"{where}: Dialogue_ID {key[0]!r}, Utterance_ID {key[1]!r} repeats {seen[key]}; "
+                    "expected each utterance once per file"
+                )
+            seen[key] = where
+        yield record, where
 
 
 def _bad_suffix(path: Path):
@@ -303,13 +343,24 @@ def read_goemotions(paths: str | Path | Sequence[str | Path], *, min_agreement: 
         for record, where in _records(path):
             missing = [c for c in ("id", "text", *to_ekman) if c not in record]
             if missing:
-                raise DatasetError(f"{where}: GoEmotions column(s) {missing} missing; has {sorted(record)}")
-            item = record["id"]
-            texts.setdefault(item, (record["text"], where))
+                raise DatasetError(f"{where}: GoEmotions column(s) {missing} missing; has {sorted(map(str, record))}")
+            item = str(record["id"]).strip() if record["id"] is not None else ""
+            if not item:
+                raise DatasetError(f"{where}: empty id; expected the id of the rated example")
+            text, first = texts.setdefault(item, (record["text"], where))
+            if text != record["text"]:
+                raise DatasetError(
+                    f"{where}: id {item!r} has text {record['text']!r} but {first} gave it {text!r}; "
+                    "expected one text per id"
+                )
+            marks = {fine: str(record[fine]).strip() for fine in to_ekman}
+            bad = {fine: mark for fine, mark in marks.items() if mark not in ("0", "1")}
+            if bad:
+                raise DatasetError(f"{where}: emotion mark(s) {bad}; expected 0 or 1 in every emotion column")
             if str(record.get("example_very_unclear", "")).strip().lower() in ("true", "1"):
                 report["unclear_ratings"] += 1
                 continue
-            chosen = {to_ekman[fine] for fine in to_ekman if str(record[fine]).strip() == "1"}
+            chosen = {to_ekman[fine] for fine, mark in marks.items() if mark == "1"}
             raters[item] += 1
             votes[item].update(chosen)
 

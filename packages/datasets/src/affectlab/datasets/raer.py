@@ -128,6 +128,8 @@ def read_annotation(
         else:
             votes = tuple(int(v) for v in np.bincount(labels, minlength=num_classes))
             clips.append(RaerClip(clip_dir, num_frames, majority_label(votes), where, votes))
+    if not any(line.strip() for line in lines):
+        raise DatasetError(f"{path}: no clip lines (empty file); expected lines '<clip_dir> <num_frames> <label>'")
     return clips
 
 
@@ -481,10 +483,9 @@ def _clip_source(images: Path, clip: RaerClip) -> Path:
 
 
 def _read_json(path: Path, expected: str) -> dict:
+    text = read_text(path, "box file", expected)  # names the file when it is missing or not UTF-8
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: box file not found; expected {expected}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected {expected}") from exc
     if not isinstance(data, dict):

@@ -7,6 +7,7 @@ a Dataset calls it inside `__getitem__` and DataLoader workers each open their o
 from __future__ import annotations
 
 import io
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,18 +21,26 @@ from affectlab.datasets.errors import DatasetError
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
+def _reason(exc: Exception) -> str:
+    """decord's message without its C++ source locations ("[15:07:39] /src/video_reader.cc:83: ")."""
+    text = re.sub(r"\[[\d:]+\] [^\s:]+:\d+: ", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    return text or type(exc).__name__
+
+
 def _reader(path: Path):
     import decord
 
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except (RuntimeError, decord.DECORDError) as exc:  # decord reports bad containers as DECORDError
-        raise DatasetError(f"{path}: cannot open video ({str(exc).splitlines()[0]}); expected a video decord reads "
+        raise DatasetError(f"{path}: cannot open video ({_reason(exc)}); expected a video decord reads "
                            f"({', '.join(VIDEO_SUFFIXES)})") from exc
 
 
 def probe_video(path: str | Path) -> tuple[int, tuple[int, int]]:
-    """(frame count, (width, height)) of a video file; decodes the first frame to prove the stream is readable."""
+    """(frame count, (width, height)) of a video file. Decodes the first and the last frame: a file cut short (an
+    interrupted copy) still opens and counts its frames, and only decoding its end shows the damage, which is better
+    found here, when bad clips can be skipped, than in the middle of training."""
     path = Path(path)
     reader = _reader(path)
     count = len(reader)
@@ -39,8 +48,11 @@ def probe_video(path: str | Path) -> tuple[int, tuple[int, int]]:
         raise DatasetError(f"{path}: video has 0 frames; expected at least 1")
     try:
         height, width = reader[0].shape[:2]
+        if count > 1:
+            reader.get_batch([count - 1])
     except Exception as exc:  # decord raises its own error types from C++
-        raise DatasetError(f"{path}: cannot decode the first frame ({exc}); expected a readable video") from exc
+        raise DatasetError(f"{path}: cannot decode its {count} frames ({_reason(exc)}); expected a readable video, "
+                           "not a truncated or damaged file") from exc
     return count, (int(width), int(height))
 
 
@@ -49,10 +61,15 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> dict[int, np.ndarra
     path = Path(path)
     wanted = sorted(set(int(k) for k in indices))
     reader = _reader(path)
+    if wanted and (wanted[0] < 0 or wanted[-1] >= len(reader)):
+        outside = [k for k in wanted if not 0 <= k < len(reader)]
+        raise DatasetError(f"{path}: frames {outside} asked for, but the video has {len(reader)} frames (0-based "
+                           f"0..{len(reader) - 1}); expected the video as long as its annotation says")
     try:
         frames = reader.get_batch(wanted).asnumpy()
     except Exception as exc:
-        raise DatasetError(f"{path}: cannot decode frames {wanted} ({exc}); expected a readable video") from exc
+        reason = _reason(exc)
+        raise DatasetError(f"{path}: cannot decode frames {wanted} ({reason}); expected a readable video") from exc
     finally:
         del reader
     return dict(zip(wanted, frames))
