@@ -29,6 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from affectlab.datasets.errors import DatasetError, DatasetWarning
+from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.datasets.labelsets import LabelSet, load_label_set
 from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_frames
 from affectlab.datasets.votes import majority_label, soft_label
@@ -51,7 +52,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Detector boxes at the frame border may overshoot by a pixel or two; more than this means the box is for another frame.
 BOX_TOLERANCE_PX = 4.0
 
-CACHE_META = "crops.json"  # in a crop cache folder: the image size and face margin the crops were made with
+CACHE_META = "crops.json"  # in a crop cache folder: what the crops were made with, and a record of every clip's files
+CACHE_LAYOUT = "uint8-TCHW-v2"  # how crops are stored; a cache written in another layout is refused, not misread
+CACHE_FILES = ("faces.npy", "contexts.npy")  # per clip folder, each [N, 3, S, S] uint8
+CLIP_RECORD = "record.json"  # per clip folder, written after its crops: their sizes and SHA-256 (resumes a build)
+
+# PIL's resize first averages whole blocks of pixels down to within this factor of the output, then filters the rest:
+# a third less time for the crops of a 1080p frame than the bilinear filter all the way (None), nearly the same pixels.
+REDUCING_GAP: float | None = 2.0
 
 _FRAME_NAME = re.compile(r"([1-9][0-9]*)\.jpg")
 
@@ -212,7 +220,9 @@ def tsn_indices(num_frames: int, num_segments: int, train: bool, generator: torc
 
 class RaerDataset(torch.utils.data.Dataset):
     """RAER clips as `{"face": [T,3,S,S], "context": [T,3,S,S], "label": long, "soft_label": [C] float,
-    "scene": long, "index": int}`, CLIP-normalised.
+    "scene": long, "index": int}`, CLIP-normalised float32; with `normalise=False` the frames stay uint8 pixels
+    (a quarter of the bytes through DataLoader workers) for `normalise_pixels` to turn into the very same floats on
+    the device (the RAER datamodule does this after each batch is moved).
 
     face: the frame's face box widened by `face_margin` px (clamped to the frame), resized to S x S; the whole frame
     when that frame has no face box. context: the clip's body box (the whole frame without one), resized with its
@@ -232,7 +242,9 @@ class RaerDataset(torch.utils.data.Dataset):
     list), a clip with any such error is left out and its message appended to the list instead.
 
     cache: a folder written by `write_crop_cache` for the same input size, face margin and box files; its clips are
-    read from there (the same tensors, without decoding any frame).
+    read from there (the same tensors, without decoding any frame). A clip the cache lacks, or whose crop files no
+    longer match their recorded size and SHA-256 (checked before a clip's first read in each process), is decoded
+    from its source instead, with a DatasetWarning; `write_crop_cache` rebuilds it.
     """
 
     def __init__(
@@ -251,6 +263,7 @@ class RaerDataset(torch.utils.data.Dataset):
         contexts: Sequence[str] | None = None,
         skipped: list[str] | None = None,
         cache: str | Path | None = None,
+        normalise: bool = True,
     ) -> None:
         self.root = Path(root)
         self.num_segments = num_segments
@@ -260,11 +273,7 @@ class RaerDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.num_classes = num_classes
         self.contexts = tuple(contexts) if contexts is not None else None
-        # (pixel / 255 - mean) / std as one multiply-add on uint8 H x W x 3 pixels.
-        self._pixel_scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32))).astype(np.float32)
-        self._pixel_shift = (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)).astype(np.float32)
-        values = np.arange(256, dtype=np.float32)[None, :]
-        self._pixel_table = values * self._pixel_scale[:, None] - self._pixel_shift[:, None]  # [3, 256]
+        self.mean, self.std, self.normalise = tuple(mean), tuple(std), normalise
 
         face_path = self.root / "bounding_box" / "face.json"
         body_path = self.root / "bounding_box" / "body.json"
@@ -319,44 +328,72 @@ class RaerDataset(torch.utils.data.Dataset):
             self._face_boxes.append(face_boxes)
             self._body_boxes.append(body_box)
             self._scenes.append(scene)
-        self.cache = Path(cache) if cache is not None and (Path(cache) / CACHE_META).is_file() else None
-        if self.cache is not None:
-            self._check_cache()
+        self.cache: Path | None = None
+        self._cache_records: dict[str, dict] = {}
+        self._cache_verified: set[int] = set()  # clips whose cached files matched their records in this process
+        self._cache_warned: set[int] = set()
+        if cache is not None and (Path(cache) / CACHE_META).is_file():
+            self.cache = Path(cache)
+            self._cache_records = self._check_cache()
 
-    def _check_cache(self) -> None:
-        meta = json.loads((self.cache / CACHE_META).read_text(encoding="utf-8"))
+    def _check_cache(self) -> dict[str, dict]:
+        """The cache's per-clip records, after checking that it was made for this input size, margin and boxes."""
+        path = self.cache / CACHE_META
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: not a crop cache manifest ({exc}); delete the cache folder or rebuild it "
+                               "with write_crop_cache") from exc
         expected = self.cache_key()
         if {k: meta.get(k) for k in expected} != expected:
-            raise DatasetError(f"{self.cache / CACHE_META}: crops made with {meta}; expected {expected}; "
+            shown = {k: v for k, v in meta.items() if k != "clips"}
+            raise DatasetError(f"{path}: crops made with {shown}; expected {expected}; "
                                "delete the cache folder or rebuild it with write_crop_cache")
+        records = meta.get("clips", {})
+        missing = [clip.clip_dir for clip in self._clips if clip.clip_dir not in records]
+        if missing:
+            warnings.warn(f"{path}: {len(missing)} of {len(self._clips)} clips are not in the crop cache (the first: "
+                          f"{missing[0]!r}); they are decoded from their frames", DatasetWarning, stacklevel=3)
+        return records
 
     def cache_key(self) -> dict:
-        """What the cached crops depend on: the input size, the face margin and the box files' contents."""
+        """What the cached crops depend on: their layout, the input size, the face margin and the box files."""
         digest = hashlib.sha256()
         for name in ("face.json", "body.json"):
             digest.update((self.root / "bounding_box" / name).read_bytes())
-        return {"image_size": self.image_size, "face_margin": self.face_margin, "boxes": digest.hexdigest()[:16]}
+        return {"layout": CACHE_LAYOUT, "image_size": self.image_size, "face_margin": self.face_margin,
+                "boxes": digest.hexdigest()[:16]}
 
     def _cached(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The clip's cached uint8 crops [N, S, S, 3] (memory-mapped), or None when the cache lacks the clip."""
-        folder = self.cache / self._clips[index].clip_dir
-        if not (folder / "faces.npy").is_file():
-            return None
-        faces = np.load(folder / "faces.npy", mmap_mode="r")
-        contexts = np.load(folder / "contexts.npy", mmap_mode="r")
-        if len(faces) < self._frame_counts[index]:
-            raise DatasetError(f"{folder}: cache holds {len(faces)} frames; expected {self._frame_counts[index]}")
-        return faces, contexts
+        """The clip's cached uint8 crops [N, 3, S, S] (memory-mapped), or None when the cache lacks the clip or its
+        files differ from their records (truncated, overwritten): those are never read."""
+        clip = self._clips[index]
+        folder = self.cache / clip.clip_dir
+        if index not in self._cache_verified:
+            record = self._cache_records.get(clip.clip_dir)
+            if record is None:
+                return None
+            if record.get("frames") != self._frame_counts[index] or not all(
+                matches(folder / name, record.get(name)) for name in CACHE_FILES
+            ):
+                if index not in self._cache_warned:
+                    self._cache_warned.add(index)
+                    warnings.warn(f"{folder}: cached crops are damaged or stale (size or SHA-256 differ from "
+                                  f"{self.cache / CACHE_META}); decoding clip {clip.clip_dir!r} from its frames "
+                                  "instead; write_crop_cache rebuilds it", DatasetWarning, stacklevel=3)
+                return None
+            self._cache_verified.add(index)
+        return tuple(np.load(folder / name, mmap_mode="r") for name in CACHE_FILES)
 
-    def all_crops(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 face crops and letterboxed contexts [N, S, S, 3] of every frame of clip `index` (for the cache)."""
-        frames = list(range(self._frame_counts[index]))
-        if self._is_video[index]:
-            decoded = read_frames(self._sources[index], frames)
-            crops = [self._crop(index, k, Image.fromarray(decoded[k])) for k in frames]
-        else:
-            crops = [self._crops(index, k) for k in frames]
-        return np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
+    def all_crops(self, index: int, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 face crops and letterboxed contexts [N, 3, S, S] of every frame of clip `index` (for the cache);
+        a video is decoded `chunk` frames at a time, so a long clip never sits in memory at full size."""
+        count = self._frame_counts[index]
+        faces, contexts = (np.empty((count, 3, self.image_size, self.image_size), np.uint8) for _ in range(2))
+        for start in range(0, count, chunk):
+            frames = list(range(start, min(start + chunk, count)))
+            self._fill_crops(index, frames, frames, faces, contexts)
+        return faces, contexts
 
     def __len__(self) -> int:
         return len(self._clips)
@@ -378,18 +415,22 @@ class RaerDataset(torch.utils.data.Dataset):
         frames = tsn_indices(self._frame_counts[index], self.num_segments, self.train)
         cached = self._cached(index) if self.cache is not None else None
         if cached is not None:
-            crops = {k: (cached[0][k], cached[1][k]) for k in set(frames)}
-        elif self._is_video[index]:
-            decoded = read_frames(self._sources[index], frames)
-            crops = {k: self._crop(index, k, Image.fromarray(decoded[k])) for k in decoded}
+            faces, contexts = cached[0][frames], cached[1][frames]  # reads just the T sampled frames, one copy each
         else:
-            crops = {k: self._crops(index, k) for k in set(frames)}  # short clips repeat frames; decode each once
-        faces = [crops[k][0] for k in frames]
-        contexts = [crops[k][1] for k in frames]
+            distinct = sorted(set(frames))  # short clips repeat frames; decode each once
+            faces, contexts = (np.empty((len(distinct), 3, self.image_size, self.image_size), np.uint8)
+                               for _ in range(2))
+            self._fill_crops(index, distinct, range(len(distinct)), faces, contexts)
+            if len(distinct) < len(frames):
+                rows = [distinct.index(k) for k in frames]
+                faces, contexts = faces[rows], contexts[rows]
+        face, context = torch.from_numpy(faces), torch.from_numpy(contexts)
+        if self.normalise:
+            face, context = normalise_pixels(face, self.mean, self.std), normalise_pixels(context, self.mean, self.std)
         clip = self._clips[index]
         return {
-            "face": self._normalise(faces),
-            "context": self._normalise(contexts),
+            "face": face,
+            "context": context,
             "label": torch.tensor(clip.label, dtype=torch.long),
             "soft_label": torch.from_numpy(clip.soft_label(self.num_classes)),
             "scene": torch.tensor(self._scenes[index], dtype=torch.long),
@@ -407,25 +448,30 @@ class RaerDataset(torch.utils.data.Dataset):
         body_box = (0.0, 0.0, width, height) if body_box is None else _clamp(body_box, width, height)
         return face_box, body_box
 
-    def _crop(self, index: int, k: int, image: Image.Image, full_size: tuple[int, int] | None = None):
-        """The face crop and the letterboxed context of frame k from its decoded RGB image (which may be a reduced
-        decode of a `full_size` frame)."""
-        width, height = full_size or image.size
-        face_box, body_box = self._boxes(index, k, width, height)
-        sx, sy = image.width / width, image.height / height
-        face = image.resize((self.image_size, self.image_size), Image.BILINEAR, box=_scale(face_box, sx, sy))
-        context = _letterbox(image, _scale(body_box, sx, sy), self.image_size)
-        return np.asarray(face), np.asarray(context)
+    def _fill_crops(self, index: int, frames: Sequence[int], rows: Sequence[int], faces: np.ndarray,
+                    contexts: np.ndarray) -> None:
+        """Crop 0-based frame `frames[i]` of clip `index` into row `rows[i]` of `faces` and `contexts` ([*, 3, S, S]
+        uint8): the face crop and the letterboxed context, from one decode of the frame."""
+        if self._is_video[index]:
+            decoded = read_frames(self._sources[index], frames)
+            for k, row in zip(frames, rows):
+                self._crop_into(index, k, Image.fromarray(decoded[k]), None, faces[row], contexts[row])
+            return
+        for k, row in zip(frames, rows):
+            image, full_size = self._decode_jpeg(index, k)
+            self._crop_into(index, k, image, full_size, faces[row], contexts[row])
 
-    def _crops(self, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The face crop and the letterboxed context of 0-based JPEG frame k, from one decode of the frame."""
+    def _decode_jpeg(self, index: int, k: int) -> tuple[Image.Image, tuple[int, int]]:
+        """0-based JPEG frame k as RGB, decoded at the smallest scale that keeps both of its crops at >= S pixels;
+        and the frame's full size."""
         size = self.image_size
         path = Path(self._sources[index]) / f"{k + 1}.jpg"
         try:
             with Image.open(path) as image:
                 width, height = image.size
                 face_box, body_box = self._boxes(index, k, width, height)
-                # JPEG can decode at 1/2, 1/4 or 1/8 scale almost for free; allow it while both crops keep >= S pixels.
+                # JPEG decodes at 1/2, 1/4 or 1/8 scale in the DCT domain, for a fraction of the work; allow it
+                # while the face crop keeps >= S pixels both ways and the context >= S along its longer side.
                 reduce = min(
                     (face_box[2] - face_box[0]) / size,
                     (face_box[3] - face_box[1]) / size,
@@ -433,36 +479,86 @@ class RaerDataset(torch.utils.data.Dataset):
                 )
                 if reduce >= 2:
                     image.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
-                image = image.convert("RGB")
+                image.load()
+                if image.mode != "RGB":  # greyscale or CMYK JPEGs; converting an RGB one would only copy it
+                    image = image.convert("RGB")
         except (OSError, SyntaxError) as exc:
             raise DatasetError(f"{path}: cannot decode frame ({exc}); expected a readable JPEG") from exc
-        return self._crop(index, k, image, (width, height))
+        return image, (width, height)
 
-    def _normalise(self, frames: list[np.ndarray]) -> torch.Tensor:
-        # Transpose the uint8 pixels (a quarter of the bytes), then look each value up in a 256-entry table per
-        # channel (the same float32 multiply-add, done once per value): twice as fast as converting every pixel.
-        # numpy, not torch: small element-wise ops in torch go through its thread pool, which is slow in workers.
-        pixels = np.ascontiguousarray(np.stack(frames).transpose(0, 3, 1, 2))
-        out = np.empty(pixels.shape, dtype=np.float32)
-        for channel in range(3):
-            np.take(self._pixel_table[channel], pixels[:, channel], out=out[:, channel])
-        return torch.from_numpy(out)
+    def _crop_into(self, index: int, k: int, image: Image.Image, full_size: tuple[int, int] | None,
+                   face: np.ndarray, context: np.ndarray) -> None:
+        """Write frame k's face crop and letterboxed context ([3, S, S] uint8) from its decoded RGB image, which may
+        be a reduced decode of a `full_size` frame."""
+        width, height = full_size or image.size
+        face_box, body_box = self._boxes(index, k, width, height)
+        sx, sy = image.width / width, image.height / height
+        size = self.image_size
+        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_box, sx, sy), reducing_gap=REDUCING_GAP)
+        face[:] = np.asarray(resized).transpose(2, 0, 1)
+        _letterbox_into(image, _scale(body_box, sx, sy), context)
+
+
+def normalise_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 frames [..., 3, H, W] -> float32 (pixel / 255 - mean) / std per channel, on the frames' device.
+
+    Computed as pixel * (1 / (255 std)) - mean / std with both constants rounded to float32 once, as two separate
+    operations, so the floats are the same wherever it runs: in a DataLoader worker or on the GPU after transfer.
+    """
+    std64 = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std64)).to(torch.float32).view(3, 1, 1).to(pixels.device)
+    shift = (torch.tensor(mean, dtype=torch.float64) / std64).to(torch.float32).view(3, 1, 1).to(pixels.device)
+    return pixels.to(torch.float32).mul_(scale).sub_(shift)
 
 
 def write_crop_cache(dataset: RaerDataset, folder: str | Path) -> Path:
     """Store the face and context crops of every frame of every clip of `dataset` at its input size, as uint8
-    `<folder>/<clip_dir>/{faces,contexts}.npy` (read back memory-mapped, one sampled frame at a time). A RaerDataset
-    given `cache=folder` then reads them instead of decoding frames; the tensors are the same."""
+    `<folder>/<clip_dir>/{faces,contexts}.npy` [N, 3, S, S]; a RaerDataset given `cache=folder` then reads the T
+    sampled frames of a clip from there (memory-mapped) instead of decoding frames, and gives the same tensors.
+
+    Resumable and safe to interrupt: each file is written atomically and a clip's `record.json` (sizes and SHA-256
+    of its two files) only after them, so a clip whose files match its record is kept and any other clip is
+    (re)built; `crops.json` gathers the records of every clip at the end, merged with those already there (several
+    datasets, e.g. train and test, may share one folder)."""
     folder = Path(folder)
+    key = dataset.cache_key()
+    manifest_path = folder / CACHE_META
+    records: dict[str, dict] = {}
+    if manifest_path.is_file():
+        try:
+            previous = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {}
+        if {k: previous.get(k) for k in key} == key:  # crops made otherwise are all rebuilt
+            records = previous.get("clips", {})
     for index, clip in enumerate(dataset.clips):
         target = folder / clip.clip_dir
-        target.mkdir(parents=True, exist_ok=True)
-        faces, contexts = dataset.all_crops(index)
-        np.save(target / "faces.npy", faces)
-        np.save(target / "contexts.npy", contexts)
-    meta = dataset.cache_key()
-    (folder / CACHE_META).write_text(json.dumps(meta), encoding="utf-8")  # last: a cache without it is not used
+        record = _clip_record(target / CLIP_RECORD)
+        expected_frames = dataset._frame_counts[index]
+        if not (record is not None and record.get("key") == key and record.get("frames") == expected_frames
+                and all(matches(target / name, record.get(name)) for name in CACHE_FILES)):
+            (target / CLIP_RECORD).unlink(missing_ok=True)  # until both files are written again
+            crops = dataset.all_crops(index)
+            for name, array in zip(CACHE_FILES, crops):
+                write_atomic(target / name, lambda scratch, array=array: _save_npy(scratch, array))
+            record = {"key": key, "frames": expected_frames, **{name: file_record(target / name) for name in CACHE_FILES}}
+            write_atomic(target / CLIP_RECORD, lambda scratch, record=record: scratch.write_text(json.dumps(record)))
+        records[clip.clip_dir] = {k: v for k, v in record.items() if k != "key"}
+    manifest = {**key, "clips": records}
+    write_atomic(manifest_path, lambda scratch: scratch.write_text(json.dumps(manifest), encoding="utf-8"))
     return folder
+
+
+def _clip_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:  # np.save given a path would append ".npy" to the scratch file's name
+        np.save(handle, array)
 
 
 def _clip_source(images: Path, clip: RaerClip) -> Path:
@@ -594,12 +690,13 @@ def _scale(box, sx: float, sy: float) -> tuple[float, float, float, float]:
     return x1 * sx, y1 * sy, x2 * sx, y2 * sy
 
 
-def _letterbox(image: Image.Image, box, size: int) -> Image.Image:
-    """The box region resized to fit S x S with its aspect ratio kept, centred on black."""
+def _letterbox_into(image: Image.Image, box, out: np.ndarray) -> None:
+    """The box region resized to fit `out` ([3, S, S] uint8) with its aspect ratio kept, centred on black."""
+    size = out.shape[-1]
     box_w, box_h = box[2] - box[0], box[3] - box[1]
     scale = size / max(box_w, box_h)
     new_w, new_h = max(1, round(box_w * scale)), max(1, round(box_h * scale))
-    canvas = Image.new("RGB", (size, size))
-    fitted = image.resize((new_w, new_h), Image.BILINEAR, box=box)
-    canvas.paste(fitted, ((size - new_w) // 2, (size - new_h) // 2))
-    return canvas
+    fitted = image.resize((new_w, new_h), Image.BILINEAR, box=box, reducing_gap=REDUCING_GAP)
+    left, top = (size - new_w) // 2, (size - new_h) // 2
+    out[:] = 0
+    out[:, top : top + new_h, left : left + new_w] = np.asarray(fitted).transpose(2, 0, 1)
