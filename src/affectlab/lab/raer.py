@@ -41,6 +41,7 @@ from affectlab.datasets import (
 from affectlab.datasets.prepare import prepare_boxes
 from affectlab.datasets.raer import normalise_pixels
 from affectlab.lab.config import ConfigError, flatten, load_config
+from affectlab.lab.features import frame_features
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sampling import ClassBalancedSampler
 from affectlab.lab.sharding import eval_shards, rank_and_world, train_sampler
@@ -66,9 +67,12 @@ def dataset_root(data: DictConfig) -> Path:
 class RaerDataModule(L.LightningDataModule):
     """RAER in its official layout (``data.root``), or the embedded synthetic set when no root is given."""
 
-    def __init__(self, data: DictConfig, *, image_size: int, mean, std, seed: int = 0):
+    def __init__(self, data: DictConfig, *, image_size: int, mean, std, seed: int = 0,
+                 frozen_encoder: torch.nn.Module | None = None, streams: Sequence[str] = STREAMS):
         super().__init__()
         self.cfg = data
+        # A frozen image encoder (model.freeze_image_encoder) with data.feature_cache: clips as cached embeddings.
+        self.frozen_encoder, self.streams = frozen_encoder, tuple(streams)
         self.image_size, self.mean, self.std, self.seed = image_size, tuple(mean), tuple(std), seed
         self.label_set = load_label_set(data.label_set)
         if data.on_bad_clip not in ("error", "skip"):
@@ -104,13 +108,14 @@ class RaerDataModule(L.LightningDataModule):
             )
             if not val_clips:
                 raise ConfigError("data.val_fraction must leave at least one validation clip per class")
-            self.train_set = RaerDataset(clips=train_clips, train=True, seed=self.seed, skipped=skipped, **common)
-            self.val_set = RaerDataset(clips=val_clips, train=False, skipped=skipped, **common)
+            self.train_set = self._features(RaerDataset(clips=train_clips, train=True, seed=self.seed,
+                                                        skipped=skipped, **common))
+            self.val_set = self._features(RaerDataset(clips=val_clips, train=False, skipped=skipped, **common))
             self._warn_skipped("train")
         if stage in ("test", None):
             skipped = self._skip_list("test")
             clips = load_raer_split(root, "test", self.label_set, skipped=skipped)
-            self.test_set = RaerDataset(clips=clips, train=False, skipped=skipped, **common)
+            self.test_set = self._features(RaerDataset(clips=clips, train=False, skipped=skipped, **common))
             self._warn_skipped("test")
 
     def crop_cache(self, root: Path) -> Path | None:
@@ -121,6 +126,16 @@ class RaerDataModule(L.LightningDataModule):
         if self.cfg.crop_cache == "auto":
             return root / "crops" / f"{self.image_size}px-margin{self.cfg.face_margin}"
         return Path(self.cfg.crop_cache).expanduser()
+
+    def _features(self, dataset: RaerDataset):
+        """With a frozen encoder and ``data.feature_cache`` (``auto`` = ``<root>/features``): the dataset's clips as
+        the encoder's per-frame embeddings, computed once into the cache (affectlab.lab.features)."""
+        folder = self.cfg.get("feature_cache")
+        if self.frozen_encoder is None or not folder:
+            return dataset
+        folder = dataset.root / "features" if folder == "auto" else Path(folder).expanduser()
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        return frame_features(dataset, self.frozen_encoder, folder, self.streams, device=device)
 
     def write_cache(self) -> Path:
         """Write the crops of every train and test clip to the crop cache folder; returns the folder."""
@@ -387,7 +402,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     set_torch_threads(cfg.num_threads, cfg.data.num_workers)
     net, class_names, clip = build_net(cfg)
-    datamodule = RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std, seed=cfg.seed)
+    frozen = net.image_encoder if cfg.model.name == "clip_caer" and cfg.model.freeze_image_encoder else None
+    datamodule = RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std, seed=cfg.seed,
+                                frozen_encoder=frozen, streams=cfg.model.streams)
     module = ClipCaerModule(net, class_names, cfg.optim, cfg.model.streams, loss=cfg.model.loss,
                             label_smoothing=cfg.model.label_smoothing, cb_beta=cfg.model.cb_beta,
                             contexts=cfg.data.contexts)
