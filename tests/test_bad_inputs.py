@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -368,6 +369,23 @@ def video_raer(
     return tmp
 
 
+def zero_frames(avi: bytes) -> bytes:
+    """The Motion-JPEG AVI of one frame `write_mjpeg_avi` wrote, with that frame, its index entry and its counts
+    removed: a valid container holding 0 frames."""
+    data = bytearray(avi)
+    movi = data.index(b"movi")
+    first = movi + 4  # the one 00dc chunk
+    size = struct.unpack("<I", data[first + 4 : first + 8])[0]
+    index = data.index(b"idx1")
+    data = data[:first] + data[first + 8 + size + size % 2 : index] + b"idx1" + struct.pack("<I", 0)
+    data[movi - 4 : movi] = struct.pack("<I", 4)  # the movi list now holds only its fourcc
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    avih, strh = data.index(b"avih") + 8, data.index(b"strh") + 8
+    data[avih + 16 : avih + 20] = struct.pack("<I", 0)  # AVIMAINHEADER.dwTotalFrames
+    data[strh + 32 : strh + 36] = struct.pack("<I", 0)  # AVISTREAMHEADER.dwLength
+    return bytes(data)
+
+
 def raer_video(content=None, **kwargs):
     return lambda tmp: load_raer(video_raer(tmp, content, **kwargs))
 
@@ -405,6 +423,11 @@ RAER_VIDEO_CASES = [
         "mp4 without its moov box",
         raer_video(lambda d: MP4_WITHOUT_MOOV, suffix=".mp4"),
         Raises(r"images/c\.mp4: cannot open video"),
+    ),
+    Case(
+        "video with 0 frames",
+        raer_video(zero_frames, frames=1),
+        Raises(r"images/c\.avi: (cannot open video|video has 0 frames)"),
     ),
     Case(
         "video truncated mid-stream",

@@ -83,7 +83,8 @@ def write_videos(root: Path, count: int) -> None:
     (root / "bounding_box").mkdir()
     face = {f"clip{c:02d}": {str(k): [40, 30, 100, 90] for k in range(1, FRAMES_PER_VIDEO + 1)} for c in range(count)}
     (root / "bounding_box" / "face.json").write_text(json.dumps(face))
-    (root / "bounding_box" / "body.json").write_text(json.dumps({f"clip{c:02d}": [0, 0, 160, 120] for c in range(count)}))
+    body = {f"clip{c:02d}": [0, 0, width, height] for c in range(count)}
+    (root / "bounding_box" / "body.json").write_text(json.dumps(body))
 
 
 def test_video_loader_memory_does_not_grow_over_2000_clips(tmp_path):
