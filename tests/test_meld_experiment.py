@@ -14,7 +14,9 @@ from mlflow import MlflowClient
 from affectlab.datasets.cexpr import OTHER
 from affectlab.datasets.emotion_corpus import EMOTIONS
 from affectlab.datasets.errors import DatasetError
-from affectlab.lab.meld import cexpr_fold, main, read_meld_utterances
+from affectlab.fusion.textualize import load_cue_tables, write_synthetic_cue_tables
+from affectlab.lab.config import load_config
+from affectlab.lab.meld import Sample, build_items, cexpr_fold, cue_tables, main, read_meld_utterances
 from affectlab.models.attention_fusion import AttentionFusion
 from affectlab.models.errors import ModelError
 from affectlab.models.text_classifier import create_text_classifier, resolve_model
@@ -136,8 +138,8 @@ def test_a_fold_list_naming_a_clip_that_does_not_exist_names_the_file_and_line(s
     split = tmp_path / "split-0"
     split.mkdir()
     (split / "class_id.yaml").write_text((shared_data / "cexpr/folds/split-0/class_id.yaml").read_text())
-    (split / "val.txt").write_text("Sadly-Fearful/12_Sadly-Fearful_1,5\n")
-    (split / "test.txt").write_text("Sadly-Fearful/12_Sadly-Fearful_1,5\n")
+    (split / "val.txt").write_text("Sadly-Fearful/24_Sadly-Fearful_0,5\n")
+    (split / "test.txt").write_text("Sadly-Fearful/48_Sadly-Fearful_0,5\n")
     (split / "train.txt").write_text("Sadly-Fearful/12_Sadly-Fearful_1,5\nSadly-Angry/12_Sadly-Angry_40,6\n")
     with pytest.raises(DatasetError, match=r"split-0/train\.txt:2: .*occurrence 40 of 'Sadly Angry'"):
         cexpr_fold(tmp_path, shared_data / "cexpr" / "annotation", 0, other=True)
@@ -146,7 +148,34 @@ def test_a_fold_list_naming_a_clip_that_does_not_exist_names_the_file_and_line(s
         cexpr_fold(tmp_path, shared_data / "cexpr" / "annotation", 0, other=True)
 
 
+def test_a_sample_whose_segment_has_no_transcript_in_the_cue_tables_names_its_row(tmp_path):
+    write_synthetic_cue_tables(tmp_path / "cues" / "cexpr", [("Happily-Surprised/3_Happily-Surprised_0", 2)], 8)
+    cfg = load_config("meld", [f"data.cue_tables={tmp_path / 'cues'}"])
+    samples = [Sample("Happily-Surprised/3_Happily-Surprised_0", 2, None, "split-0/train.txt:1"),
+               Sample("Sadly-Angry/9_Sadly-Angry_0", 6, None, "split-0/train.txt:2")]
+    with pytest.raises(DatasetError, match=r"split-0/train\.txt:2: segment 'Sadly-Angry/9_Sadly-Angry_0' has no "
+                                           r"transcript in .*cues/cexpr"):
+        cue_tables(cfg, "cexpr", samples, 8, tmp_path / "scratch")
+
+
 # --- the experiment --------------------------------------------------------------------------------------------------
+
+
+def test_the_transcript_approach_reads_the_words_alone(workdir, tmp_path):
+    folder = write_synthetic_cue_tables(tmp_path / "cues", [("a", 0), ("b", 1)], 7, no_face=0.0, no_audio=0.0,
+                                        transcripts={"a": "hello there", "b": "oh no"})
+    samples = [Sample("a", 0, None, "row 1"), Sample("b", 1, None, "row 2")]
+    items = build_items(samples, load_cue_tables(folder), {"a": np.zeros(3), "b": np.zeros(3)},
+                        load_config("meld", []))
+    assert items[0]["transcript"] == "Speech transcription of the video : hello there; "
+    assert items[0]["text"].startswith(items[0]["transcript"]) and "Facial Action Units" in items[0]["text"]
+
+    summary = main([
+        TINY_BERT, f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", "tasks=[meld]", "data.meld.dir=null",
+        "approaches=[transcript]", "data.meld.train_size=40", "data.meld.dev_size=20", "trainer.max_epochs=1",
+        "model.text.max_length=16", "data.batch_size=20",
+    ])
+    assert set(summary) == {f"meld/{a}/{m}" for a in ("majority", "transcript") for m in ("f1_weighted", "f1_macro")}
 
 
 def test_experiment_trains_both_approaches_and_logs_them_side_by_side(workdir, shared_data):
@@ -154,7 +183,7 @@ def test_experiment_trains_both_approaches_and_logs_them_side_by_side(workdir, s
     summary = main([
         TINY_BERT, f"mlflow.tracking_uri={tracking}", "model.text.max_length=48", "data.meld.train_size=40",
         "data.meld.dev_size=30", "data.cexpr.folds=[0,1]", "data.cexpr.other=[true]", "trainer.max_epochs=1",
-        "model.features.dim=16", "model.features.heads=2", "data.batch_size=32",
+        "model.features.dim=16", "model.features.heads=2", "data.batch_size=32", "approaches=[text,features]",
     ])
     for setting in ("meld", "cexpr_with_other"):
         for approach in ("text", "features", "majority"):
@@ -167,8 +196,8 @@ def test_experiment_trains_both_approaches_and_logs_them_side_by_side(workdir, s
     runs = client.search_runs([client.get_experiment_by_name("meld").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
-    assert children == ["cexpr_with_other/fold0/features", "cexpr_with_other/fold0/text",
-                        "cexpr_with_other/fold1/features", "cexpr_with_other/fold1/text", "meld/features", "meld/text"]
+    assert children == [f"{setting}/{approach}" for setting in ("cexpr_with_other/fold0", "cexpr_with_other/fold1",
+                                                                "meld") for approach in ("features", "text")]
     assert parent.data.metrics["meld/text/f1_weighted"] == pytest.approx(summary["meld/text/f1_weighted"])
     artifacts = {p.name for p in (workdir / "mlartifacts" / parent.info.run_id / "artifacts").iterdir()}
     assert {"summary.json", "summary.png", "config.yaml", "confusion_meld_text.png",

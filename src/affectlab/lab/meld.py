@@ -5,7 +5,10 @@ vectors per sample) -> one LightningModule for either approach -> every training
 and with Other) as a nested MLflow run -> mean ± std per setting in the parent run, a summary table and figure.
 
 - text: the prompt of `affectlab.fusion.textualize` (transcript + textualized cues) into a transformers sequence
-  classifier (`affectlab.models.text_classifier`), fine-tuned.
+  classifier (`affectlab.models.text_classifier`), fine-tuned (or, with ``model.text.lora.enabled``, its LoRA
+  adapters and head only: the way a causal LM such as Qwen3 is tuned).
+- transcript: the same classifier on the transcript alone (the prompt's text part; the text-only ablation), which on
+  the real MELD CSVs measures what the words alone are worth, whatever the cues.
 - features: the transcript's embedding by the same (frozen) text encoder, the visual and audio cue vectors, fused by
   `affectlab.models.attention_fusion.AttentionFusion` with missing modalities masked.
 
@@ -52,7 +55,8 @@ from affectlab.models.attention_fusion import AttentionFusion
 from affectlab.models.text_classifier import create_text_classifier
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"  # ../shared/data beside the project
-APPROACHES = ("text", "features")
+APPROACHES = ("transcript", "text", "features")
+TEXT_APPROACHES = {"transcript": ["text"]}  # the prompt's modalities of a text approach other than "text"
 TASKS = ("meld", "cexpr")
 
 
@@ -116,9 +120,11 @@ def synthetic_meld(meld: DictConfig, seed: int) -> dict[str, list[Sample]]:
 
 
 def meld_splits(cfg: DictConfig) -> dict[str, list[Sample]]:
-    """{"train", "dev"}: the real CSVs subsampled as configured, or synthetic ones when ``data.meld.dir`` is auto and
-    the shared data is absent."""
+    """{"train", "dev"}: the real CSVs subsampled as configured, or synthetic ones when ``data.meld.dir`` is null, or
+    auto and the shared data is absent."""
     meld = cfg.data.meld
+    if meld.dir is None:
+        return synthetic_meld(meld, cfg.seed)
     folder = SHARED_DATA / "meld" if meld.dir == "auto" else Path(str(meld.dir)).expanduser()
     if meld.dir == "auto" and not folder.is_dir():
         rank_zero_warn(f"{folder} is absent: MELD is replaced by synthetic utterances (data.meld.dir=<folder> to fix)")
@@ -205,6 +211,8 @@ def build_items(samples: Sequence[Sample], tables: CueTables, text_features: dic
         vectors = {"text": text_features[sample.segment], **tables.features(sample.segment)}
         items.append({
             "text": tables.prompt(sample.segment, list(cfg.prompt.modalities), cfg.prompt.avd_levels),
+            **{approach: tables.prompt(sample.segment, parts, cfg.prompt.avd_levels)
+               for approach, parts in TEXT_APPROACHES.items()},
             "features": {m: torch.as_tensor(vectors[m] if vectors[m] is not None else np.zeros(sizes[m]),
                                             dtype=torch.float32) for m in modalities},
             "present": torch.tensor([vectors[m] is not None for m in modalities]),
@@ -261,8 +269,8 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class EmotionModule(L.LightningModule):
-    """Trains either approach with cross-entropy: ``text`` calls ``net(prompts)``, ``features`` calls
-    ``net(features, present)``; both map a batch to logits [B, classes]."""
+    """Trains any approach with cross-entropy: ``text`` and ``transcript`` call ``net(their prompts)``, ``features``
+    calls ``net(features, present)``; all map a batch to logits [B, classes]."""
 
     def __init__(self, net: torch.nn.Module, approach: str, num_classes: int, lr: float, weight_decay: float):
         super().__init__()
@@ -275,9 +283,9 @@ class EmotionModule(L.LightningModule):
         self.confusion: np.ndarray | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.approach == "text":
-            return self.net(batch["text"])
-        return self.net(batch["features"], batch["present"])
+        if self.approach == "features":
+            return self.net(batch["features"], batch["present"])
+        return self.net(batch[self.approach])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch), batch["label"])
@@ -311,13 +319,21 @@ class EmotionModule(L.LightningModule):
 # --- one training ----------------------------------------------------------------------------------------------------
 
 
+def lora_options(cfg: DictConfig) -> dict | None:
+    """``model.text.lora`` without its ``enabled`` switch, or None when LoRA is off."""
+    lora = OmegaConf.to_container(cfg.model.text.lora) if cfg.model.text.lora else None
+    if not lora or not lora.pop("enabled", True):
+        return None
+    return lora
+
+
 def build_net(cfg: DictConfig, approach: str, num_classes: int, feature_sizes: dict[str, int]) -> torch.nn.Module:
     text = cfg.model.text
-    if approach == "text":
+    if approach != "features":
         return create_text_classifier(
             text.name, num_classes, max_length=text.max_length,
             random_config=OmegaConf.to_container(text.random_config) if text.random_config else None,
-            lora=OmegaConf.to_container(text.lora) if text.lora else None,
+            lora=lora_options(cfg),
         )
     spec = cfg.model.features
     return AttentionFusion({m: feature_sizes[m] for m in spec.modalities}, num_classes, dim=spec.dim,
@@ -330,7 +346,7 @@ def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_cla
     off rank 0) holds its curves. Returns the test metrics and confusion matrix."""
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg, approach, num_classes, feature_sizes)
-    lr = cfg.optim.lr_text if approach == "text" else cfg.optim.lr_features
+    lr = cfg.optim.lr_features if approach == "features" else cfg.optim.lr_text
     module = EmotionModule(net, approach, num_classes, lr, cfg.optim.weight_decay)
     logger = None
     if parent is not None:
