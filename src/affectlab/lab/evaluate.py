@@ -29,7 +29,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     set_torch_threads(cfg.num_threads, cfg.data.num_workers)
     net, class_names, clip = build_net(cfg)
-    datamodule = RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std, seed=cfg.seed)
+    frozen = net.image_encoder if cfg.model.name == "clip_caer" and cfg.model.freeze_image_encoder else None
+    datamodule = RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std, seed=cfg.seed,
+                                frozen_encoder=frozen, streams=cfg.model.streams)  # as run() builds it
     module = ClipCaerModule(net, class_names, cfg.optim, cfg.model.streams, loss=cfg.model.loss,
                             label_smoothing=cfg.model.label_smoothing, cb_beta=cfg.model.cb_beta,
                             contexts=cfg.data.contexts)
