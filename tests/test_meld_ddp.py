@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from conftest import ROOT, free_port
@@ -20,6 +21,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_two_processes_log_one_parent_run_with_one_child_per_training(workdir):
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     command = [str(Path(sys.executable).parent / "lightning"), "run", str(ROOT / "experiments" / "meld.py"),
