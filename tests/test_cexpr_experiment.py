@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 import numpy as np
 import pytest
 
+from affectlab.datasets.modality_tables import read_modality_table
 from affectlab.fusion import score_submission
 from affectlab.lab.cexpr import compound_videos, main, resolve_root
 from affectlab.lab.config import ConfigError, load_config
@@ -16,6 +17,7 @@ TINY = [
     "data.synthetic.afew_clips_per_class=2",
     "data.synthetic.seconds=[10,14]",
     "data.synthetic.frame_size=32",
+    "data.train_samples_per_epoch=null",
     "trainer.max_epochs=4",
     "trainer.enable_progress_bar=false",
     "early_stopping.patience=2",
@@ -29,7 +31,8 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
-    metrics = main([*TINY, tracking, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4"])
+    metrics = main([*TINY, tracking, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4",
+                    "visual.modalities=[zero_shot_clip]"])
     for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/audio_ppa",
                 "compound_f1/zero_shot_clip_ppa", "compound_f1/zero_shot_clip_direct", "basic_val_score/fusion"):
         assert 0.0 <= metrics[key] <= 1.0, key
@@ -76,10 +79,10 @@ def test_unknown_modality_is_a_config_error(workdir):
         main([*TINY, "data.modalities=[audio,face]", "visual.modalities=[]"])
 
 
-def test_visual_tables_are_cached_between_runs(workdir, tracking):
+def test_visual_tables_are_cached_between_runs_and_a_damaged_one_is_rebuilt(workdir, tracking):
     args = [
         *TINY, tracking, "mlflow.experiment=cexpr-cache", "ablation=false", "trainer.max_epochs=1",
-        "visual.frames_per_window=2",
+        "visual.frames_per_window=2", "visual.modalities=[zero_shot_clip]",
     ]
     main(args)
     tables = sorted((workdir / "tables" / "cexpr").rglob("zero_shot_clip.csv"))
@@ -94,7 +97,25 @@ def test_visual_tables_are_cached_between_runs(workdir, tracking):
     main(args)
     assert [t.stat().st_mtime_ns for t in tables] == stamps
 
-
+    # cut the compound videos' table after its fourth line: still a well-formed table, only the manifest can tell
+    damaged = tables[3]
+    good = damaged.read_bytes()
+    damaged.write_bytes(b"".join(good.splitlines(keepends=True)[:4]))
+    assert len(read_modality_table(damaged).segment_ids) == 3
+    main(args)
+    assert damaged.read_bytes() == good  # recomputed (the same random CLIP, seeded), not read
 def test_more_than_one_process_is_refused(workdir):
     with pytest.raises(ConfigError, match="trainer.devices and trainer.num_nodes must be 1"):
         main([*TINY, "trainer.devices=2", "visual.modalities=[]"])
+
+
+def test_face_models_are_trained_in_the_run_and_give_their_tables(workdir, tracking):
+    metrics = main([
+        *TINY, tracking, "mlflow.experiment=cexpr-faces", "ablation=false", "trainer.max_epochs=1",
+        "visual.modalities=[static_face,dynamic_face]", "data.modalities=[audio,static_face,dynamic_face]",
+        "visual.frames_per_window=4", "face.frames_per_window=2", "face.static.epochs=1", "face.dynamic.epochs=2",
+    ])
+    for name in ("static_face", "dynamic_face"):
+        assert 0.0 <= metrics[f"basic_val_f1/{name}"] <= 1.0
+        (table,) = (workdir / "tables" / "cexpr").glob(f"*/affwild2/{name}.csv")
+        assert read_modality_table(table).present.all()  # cross-fitted: every basic window has a prediction

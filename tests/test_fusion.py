@@ -13,6 +13,7 @@ from affectlab.fusion import (
     COMPOUND_EXPRESSIONS,
     SUBMISSION_HEADER,
     InputDependentMHPF,
+    MhpfBank,
     MultiHeadProbabilityFusion,
     class_prototypes,
     class_weights,
@@ -257,3 +258,35 @@ def test_score_submission_reads_the_file_and_checks_frame_counts(tmp_path):
     assert score.macro_f1 == 1.0
     with pytest.raises(ValueError, match="'b' has 1 frames; expected 2"):
         score_submission(path, {"a": np.array([0, 1, 1]), "b": np.array([2, 2])})
+
+
+@pytest.mark.parametrize("kind", ["static", "input_dependent"])
+def test_bank_net_equals_a_lone_mhpf_on_its_subset(kind):
+    torch.manual_seed(0)
+    bank = MhpfBank(kind, 3, [[0, 1], [0, 1, 2]])
+    probs = torch.softmax(torch.randn(6, 3, 8), dim=-1)
+    present = torch.ones(6, 3, dtype=torch.bool)
+    present[0, 2] = False
+    present[1, :2] = False  # only modality 2: net 0 has nothing there
+    fused, valid = bank(probs, present)
+    assert valid.tolist() == [[True, False, True, True, True, True], [True] * 6]
+    for k, subset in enumerate(([True, True, False], [True, True, True])):
+        lone = create_mhpf(kind, 3)
+        with torch.no_grad():
+            for name, stacked in zip(bank.names, bank.params):
+                lone.get_parameter(name).copy_(stacked[k])
+        rows = valid[k]
+        expected = lone(probs[rows], present[rows] & torch.tensor(subset))
+        torch.testing.assert_close(fused[k][rows], expected)
+
+
+def test_bank_loss_is_each_nets_weighted_cross_entropy_summed():
+    fused = torch.softmax(torch.randn(2, 5, 8), dim=-1)
+    target = torch.tensor([0, 3, 3, 7, 1])
+    weights = torch.rand(2, 8) + 0.1
+    valid = torch.tensor([[True, True, False, True, True], [True] * 5])
+    expected = sum(
+        torch.nn.functional.nll_loss(torch.log(fused[k][valid[k]]), target[valid[k]], weight=weights[k])
+        for k in range(2)
+    )
+    torch.testing.assert_close(mhpf_loss(fused, target, weights, valid), expected)

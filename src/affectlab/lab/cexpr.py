@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 from torchmetrics.functional.classification import multiclass_f1_score
@@ -51,19 +49,23 @@ from affectlab.datasets.cexpr import (
     video_info,
     window_id,
 )
+from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.integrity import file_record
 from affectlab.datasets.modality_tables import (
     CEXPR_COMPOUNDS,
     align_modality_tables,
+    cached_table_ok,
     read_modality_table,
-    write_modality_table,
+    read_text_table,
+    write_cached_table,
 )
 from affectlab.datasets.synthetic_cexpr import ensure_synthetic_cexpr
 from affectlab.fusion import (
     BASIC_EMOTIONS,
     COMPOUND_EXPRESSIONS,
+    MhpfBank,
     class_prototypes,
     class_weights,
-    create_mhpf,
     fused_probabilities,
     mhpf_loss,
     pfsa_scores,
@@ -77,9 +79,12 @@ from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import print_summary
 from affectlab.lab.tracking import make_logger
 from affectlab.models.clip import create_clip
+from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
+from affectlab.models.text_emotion import BASIC_EMOTIONS as TEXT_BASIC_EMOTIONS
+from affectlab.models.text_emotion import load_text_emotion_classifier
 from affectlab.models.zero_shot import ZeroShotClip
 
-assert BASIC_EMOTIONS == AFFWILD2_EXPRESSIONS, "the fusion and the tables must share AffWild2's class order"
+assert BASIC_EMOTIONS == AFFWILD2_EXPRESSIONS == TEXT_BASIC_EMOTIONS, "every part must share AffWild2's class order"
 NUM_BASIC = len(BASIC_EMOTIONS)
 
 
@@ -170,11 +175,12 @@ def window_majority(labels: np.ndarray) -> int:
 
 
 def modality_names(
-    root: Path, configured: Sequence[str] | None, visual: Sequence[str], halves: Sequence[str]
+    root: Path, configured: Sequence[str] | None, computed: Sequence[str], halves: Sequence[str]
 ) -> list[str]:
-    """The configured modalities, or every table found in the tables folders of all `halves` plus the visual ones."""
+    """The configured modalities, or every table found in the tables folders of all `halves` plus those the run
+    computes (visual, and text ones from their texts)."""
     folders = [root / half / "tables" for half in halves]
-    available = [{p.stem for p in folder.glob("*.csv")} | set(visual) for folder in folders]
+    available = [{p.stem for p in folder.glob("*.csv")} | set(computed) for folder in folders]
     if configured:
         for folder, names in zip(folders, available):
             lacking = [m for m in configured if m not in names]
@@ -192,10 +198,11 @@ def load_segments(paths: Sequence[Path], ids: Sequence[str]) -> Segments:
     return Segments(order, probs, present)
 
 
-def table_paths(root: Path, half: str, modalities: Sequence[str], visual_dir: Path | None) -> list[Path]:
-    """Where each modality's table for `half` ("cexpr", "affwild2", "afew") is: the visual cache or data.root."""
+def table_paths(root: Path, half: str, modalities: Sequence[str], computed: Path | None) -> list[Path]:
+    """Where each modality's table for `half` ("cexpr", "affwild2", "afew") is: the run's computed tables (visual
+    modalities, and text modalities from their texts, which win over a given table of the same name) or data.root."""
     return [
-        visual_dir / half / f"{m}.csv" if visual_dir is not None and (visual_dir / half / f"{m}.csv").is_file()
+        computed / half / f"{m}.csv" if computed is not None and (computed / half / f"{m}.csv").is_file()
         else root / half / "tables" / f"{m}.csv"
         for m in modalities
     ]
@@ -208,7 +215,10 @@ def basic_training_set(videos: Sequence[WindowedVideo], segments: Segments) -> t
     return Segments(tuple(np.asarray(segments.ids)[keep]), segments.probs[keep], segments.present[keep]), labels[keep]
 
 
-# --- visual modalities: tables computed from the frames, cached ------------------------------------------------------
+# --- modalities computed by the run (from frames or texts), cached as tables -------------------------------------------
+
+VISUAL_MODALITIES = ("zero_shot_clip", "static_face", "dynamic_face")
+COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
 
 
 def clip_frames(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -218,65 +228,210 @@ def clip_frames(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
+def face_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> uint8 [T, 3, size, size] (kept as bytes: the face model normalises)."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass
+class WindowFrames:
+    """What the visual modalities read of every window of a set of videos, in table-row order."""
+
+    embeddings: torch.Tensor  # [N, T, D] CLIP image embeddings of the T frames sampled uniformly in each window
+    faces: torch.Tensor | None  # [N, F, 3, s, s] uint8: F of those frames for the static face model
+    face_labels: np.ndarray  # [N, F] the frames' own labels (-1 unannotated; meaningful for the basic sets)
+
+
 @torch.no_grad()
-def zero_shot_tables(
-    model: ZeroShotClip, videos: Sequence[WindowedVideo], visual: DictConfig, clip
-) -> tuple[np.ndarray, np.ndarray]:
-    """Basic [windows, 8] and compound [windows, 7] probabilities of every window of `videos`, frames sampled
-    uniformly inside each window."""
-    basic, compound = [], []
+def read_window_frames(videos: Sequence[WindowedVideo], cfg: DictConfig, clip, with_faces: bool) -> WindowFrames:
+    visual, face = cfg.visual, cfg.face
+    embeddings, faces, labels = [], [], []
+    pick = np.unique(np.linspace(0, visual.frames_per_window - 1, face.frames_per_window).round().astype(int))
     for video in videos:
         count, _ = video_info(video.path)  # may differ a little from the label timeline's length
         last = min(count, video.num_frames) - 1
-        indices = [np.minimum(sample_frames(a, b, visual.frames_per_window), last) for a, b in video.windows]
-        needed = np.unique(np.concatenate(indices))
-        frames = clip_frames(read_frames(video.path, needed), clip.image_size, clip.mean, clip.std)
-        position = {int(frame): k for k, frame in enumerate(needed)}
-        for start in range(0, len(indices), visual.batch_size):
-            batch = indices[start : start + visual.batch_size]
-            clips = torch.stack([frames[[position[int(i)] for i in window]] for window in batch])
-            basic_probs, compound_probs = model(clips)
-            basic.append(basic_probs.double().numpy())
-            compound.append(compound_probs.double().numpy())
-    return np.concatenate(basic), np.concatenate(compound)
+        indices = np.stack([np.minimum(sample_frames(a, b, visual.frames_per_window), last) for a, b in video.windows])
+        needed, position = np.unique(indices, return_inverse=True)
+        frames = read_frames(video.path, needed)
+        pixels = clip_frames(frames, clip.image_size, clip.mean, clip.std)
+        encoded = torch.cat([clip.model.encode_image(pixels[s : s + 256]).float() for s in range(0, len(pixels), 256)])
+        embeddings.append(torch.nn.functional.normalize(encoded, dim=-1)[position.reshape(indices.shape)])
+        if with_faces:
+            faces.append(face_frames(frames, face.image_size)[position.reshape(indices.shape)[:, pick]])
+        labels.append(video.truth[np.minimum(indices[:, pick], len(video.truth) - 1)])
+    return WindowFrames(torch.cat(embeddings), torch.cat(faces) if with_faces else None, np.concatenate(labels))
 
 
-VISUAL_MODALITIES = ("zero_shot_clip",)
-COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
+class FaceModule(L.LightningModule):
+    """Trains a face-expression model (`logits` [B, C] per window or [B, T, C] per frame) with cross-entropy; frames
+    or windows labelled -1 do not count."""
+
+    def __init__(self, net: torch.nn.Module, lr: float):
+        super().__init__()
+        self.net, self.lr = net, lr
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        inputs, target = batch
+        logits = self.net.logits(inputs)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=-1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
 
 
-def visual_tables(cfg: DictConfig, root: Path, halves: dict[str, Sequence[WindowedVideo]]) -> Path | None:
-    """Compute the visual modalities' tables once per (data, model, sampling) and cache them; returns their folder,
-    which mirrors data.root: <folder>/<half>/<modality>.csv, and <folder>/cexpr/compound/<modality>.csv."""
+def train_face_model(net: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, spec: DictConfig):
+    """A few epochs of Adam on (inputs, target); returns the net in eval mode."""
+    loader = DataLoader(TensorDataset(inputs, target), batch_size=spec.batch_size, shuffle=True)
+    trainer = L.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(FaceModule(net, spec.lr), train_dataloaders=loader)
+    return net.eval()
+
+
+@torch.no_grad()
+def predict_in_batches(net: torch.nn.Module, inputs: torch.Tensor, batch_size: int) -> np.ndarray:
+    return torch.cat([net(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]).double().numpy()
+
+
+def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], folds: dict[str, np.ndarray],
+                 num_folds: int, spec: DictConfig, batch_size: int) -> dict[str, np.ndarray]:
+    """Probabilities [N, 8] of every half from face models trained on the basic halves, cross-fitted: a basic window's
+    come from the model whose training folds exclude its video (so the fusion learns how far to trust the model on
+    windows it has not seen); the compound videos' are the mean over the fold models."""
+    basic = [half for half in inputs if half != "cexpr"]
+    out = {half: np.zeros((len(inputs[half]), NUM_BASIC)) for half in inputs}
+    labelled = {half: (targets[half] >= 0).reshape(len(targets[half]), -1).any(dim=1) for half in basic}
+    for fold in range(num_folds):
+        train = {half: torch.as_tensor(folds[half] != fold) & labelled[half] for half in basic}
+        net = train_face_model(make(), torch.cat([inputs[h][train[h]] for h in basic]),
+                               torch.cat([targets[h][train[h]] for h in basic]), spec)
+        for half in basic:
+            held_out = folds[half] == fold
+            out[half][held_out] = predict_in_batches(net, inputs[half][held_out], batch_size)
+        out["cexpr"] += predict_in_batches(net, inputs["cexpr"], batch_size) / num_folds
+    return out
+
+
+def video_folds(videos: Sequence[WindowedVideo], folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold of every window: whole videos (their windows overlap) dealt round-robin after a shuffle."""
+    order = np.random.default_rng(seed).permutation(len(videos))
+    fold_of_video = np.empty(len(videos), dtype=np.int64)
+    fold_of_video[order] = np.arange(len(videos)) % folds
+    return np.concatenate([np.full(len(v.windows), fold_of_video[i]) for i, v in enumerate(videos)])
+
+
+def text_tables_of(root: Path, halves: Sequence[str], configured: Sequence[str] | None) -> dict[str, dict[str, Path]]:
+    """{modality: {half: <root>/<half>/texts/<modality>.csv}} for the configured text modalities (None: every text
+    table that all halves have)."""
+    found = [{p.stem for p in (root / half / "texts").glob("*.csv")} for half in halves]
+    names = sorted(set.intersection(*found)) if configured is None else list(configured)
+    for name in names:
+        lacking = [half for half, stems in zip(halves, found) if name not in stems]
+        if lacking:
+            raise ConfigError(f"text.modalities has {name!r} but {[str(root / h / 'texts' / f'{name}.csv') for h in lacking]}"
+                              " do not exist; expected a text table (segment_id,text) in every half")
+    return {name: {half: root / half / "texts" / f"{name}.csv" for half in halves} for name in names}
+
+
+def text_probabilities(classifier, path: Path, ids: Sequence[str], batch_size: int) -> np.ndarray:
+    """[N, 8] for the windows `ids` from the text table at `path` (NaN rows where the text is empty)."""
+    table_ids, texts = read_text_table(path)
+    if set(table_ids) != set(ids):
+        extra, lacking = sorted(set(table_ids) - set(ids)), sorted(set(ids) - set(table_ids))
+        raise DatasetError(f"{path}: segment ids disagree with the windows of its videos: extra {extra[:3]}, lacking "
+                           f"{lacking[:3]}; expected one row per window (an empty text marks a missing one)")
+    text_of = dict(zip(table_ids, texts))
+    probs = np.full((len(ids), NUM_BASIC), np.nan)
+    rows = [k for k, segment in enumerate(ids) if text_of[segment]]
+    probs[rows] = classifier.predict([text_of[ids[k]] for k in rows], batch_size).double().numpy()
+    return probs
+
+
+def computed_tables(cfg: DictConfig, root: Path, halves: dict[str, Sequence[WindowedVideo]],
+                    texts: dict[str, dict[str, Path]]) -> Path | None:
+    """Compute the tables of the visual and text modalities once per (data, models, sampling) and cache them; returns
+    their folder, which mirrors data.root: <folder>/<half>/<modality>.csv (and <folder>/cexpr/compound/ for zero-shot
+    CLIP's direct compound predictions). A table the folder's manifest does not vouch for (absent, truncated, edited)
+    is recomputed with the rest of its modality, never read."""
     visual = cfg.visual
     unknown = [m for m in visual.modalities if m not in VISUAL_MODALITIES]
     if unknown:
         raise ConfigError(f"visual.modalities has {unknown}; expected a subset of {list(VISUAL_MODALITIES)}")
-    if not visual.modalities:
+    if not visual.modalities and not texts:
         return None
-    key = json.dumps([str(root.resolve()), OmegaConf.to_container(visual), OmegaConf.to_container(cfg.data), cfg.seed],
+    sources = {name: {half: file_record(path) for half, path in paths.items()} for name, paths in texts.items()}
+    key = json.dumps([str(root.resolve()), OmegaConf.to_container(visual), OmegaConf.to_container(cfg.face),
+                      OmegaConf.to_container(cfg.text), OmegaConf.to_container(cfg.data), cfg.seed, sources],
                      sort_keys=True, default=str)
     folder = Path(visual.cache_dir) / hashlib.sha256(key.encode()).hexdigest()[:16]
-    direct = folder / "cexpr" / COMPOUND_TABLES / "zero_shot_clip.csv"  # compound truth exists for C-EXPR-DB only
-    if direct.is_file() and all((folder / half / "zero_shot_clip.csv").is_file() for half in halves):
+    ids = {half: [i for v in videos for i in v.ids()] for half, videos in halves.items()}
+
+    def files(name: str) -> list[Path]:
+        direct = [folder / "cexpr" / COMPOUND_TABLES / f"{name}.csv"] if name == "zero_shot_clip" else []
+        return [folder / half / f"{name}.csv" for half in halves] + direct
+
+    stale = [name for name in (*visual.modalities, *texts) if not all(cached_table_ok(f) for f in files(name))]
+    if not stale:
         return folder
-    torch.manual_seed(cfg.seed)  # a randomly initialised CLIP is the same one every run
-    clip = create_clip(visual.backbone, visual.pretrained)
-    model = ZeroShotClip(clip.model, clip.tokenizer)
-    for half, videos in halves.items():
-        ids = [i for v in videos for i in v.ids()]
-        basic, compound = zero_shot_tables(model, videos, visual, clip)
-        write_modality_table(folder / half / "zero_shot_clip.csv", ids, basic)
-        if half == "cexpr":
-            write_modality_table(direct, ids, compound, CEXPR_COMPOUNDS)
+    torch.manual_seed(cfg.seed)  # randomly initialised models are the same ones every run
+    visual_stale = [name for name in stale if name in VISUAL_MODALITIES]
+    if visual_stale:
+        visual_modality_tables(cfg, folder, halves, ids, visual_stale)
+    text_stale = [name for name in stale if name in texts]
+    if text_stale:
+        classifier = load_text_emotion_classifier(cfg.text.classifier, cfg.text.label_map, cfg.text.max_length)
+        for name in text_stale:
+            for half, path in texts[name].items():
+                probs = text_probabilities(classifier, path, ids[half], cfg.text.batch_size)
+                write_cached_table(folder / half / f"{name}.csv", ids[half], probs)
     return folder
 
 
-def direct_compound_tables(root: Path, modalities: Sequence[str], visual_dir: Path | None) -> dict[str, Path]:
+def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequence[WindowedVideo]],
+                           ids: dict[str, list[str]], names: Sequence[str]) -> None:
+    """Zero-shot CLIP, the static face model and the dynamic one: frames read once, face models trained on the basic
+    halves' windows (cross-fitted), every table written through the manifest."""
+    clip = create_clip(cfg.visual.backbone, cfg.visual.pretrained)
+    clip.model.eval()
+    frames = {half: read_window_frames(videos, cfg, clip, "static_face" in names) for half, videos in halves.items()}
+    folds = {half: video_folds(videos, cfg.face.folds, cfg.seed) for half, videos in halves.items() if half != "cexpr"}
+    labels = {half: torch.as_tensor([window_majority(v.truth[a:b]) for v in videos for a, b in v.windows])
+              for half, videos in halves.items()}
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    if "zero_shot_clip" in names:
+        zero_shot = ZeroShotClip(clip.model, clip.tokenizer)
+        pairs = {half: zero_shot.from_embeddings(item.embeddings) for half, item in frames.items()}
+        tables["zero_shot_clip"] = {half: basic.double().numpy() for half, (basic, _) in pairs.items()}
+        write_cached_table(folder / "cexpr" / COMPOUND_TABLES / "zero_shot_clip.csv", ids["cexpr"],
+                           pairs["cexpr"][1].double().numpy(), CEXPR_COMPOUNDS)
+    if "dynamic_face" in names:
+        spec = cfg.face.dynamic
+        dim = frames["cexpr"].embeddings.shape[-1]
+        tables["dynamic_face"] = cross_fitted(
+            lambda: TemporalEmotionHead(dim, cfg.visual.frames_per_window, NUM_BASIC, spec.depth, spec.heads),
+            {half: item.embeddings for half, item in frames.items()}, labels, folds, cfg.face.folds, spec,
+            cfg.visual.batch_size,
+        )
+    if "static_face" in names:
+        spec = cfg.face.static
+        tables["static_face"] = cross_fitted(
+            lambda: StaticFaceExpression(spec.backbone, pretrained=spec.pretrained),
+            {half: item.faces for half, item in frames.items()},
+            {half: torch.as_tensor(item.face_labels) for half, item in frames.items()}, folds, cfg.face.folds, spec,
+            cfg.visual.batch_size,
+        )
+    for name, by_half in tables.items():
+        for half, probs in by_half.items():
+            write_cached_table(folder / half / f"{name}.csv", ids[half], probs)
+
+
+def direct_compound_tables(root: Path, modalities: Sequence[str], computed: Path | None) -> dict[str, Path]:
     """The modalities that also predict compounds directly, with the table that holds those predictions."""
     folders = [root / "cexpr" / "tables" / COMPOUND_TABLES]
-    if visual_dir is not None:
-        folders.insert(0, visual_dir / "cexpr" / COMPOUND_TABLES)
+    if computed is not None:
+        folders.insert(0, computed / "cexpr" / COMPOUND_TABLES)
     found = {}
     for m in modalities:
         for folder in folders:
@@ -295,7 +450,8 @@ def split_indices(count: int, val_fraction: float, seed: int) -> tuple[np.ndarra
 
 class FusionDataModule(L.LightningDataModule):
     """Basic-expression windows with at least one modality, as tensors (probs with NaN zeroed, presence, label),
-    split once into train/val."""
+    split once into train/val. An epoch is `data.train_samples_per_epoch` windows (whole shuffled passes, the last
+    one cut; null: one pass), so that a small data set still gives Adam at 1e-4 enough steps between validations."""
 
     def __init__(self, segments: Segments, labels: np.ndarray, data: DictConfig, seed: int):
         super().__init__()
@@ -307,11 +463,12 @@ class FusionDataModule(L.LightningDataModule):
         target = torch.as_tensor(labels, dtype=torch.long)
         self.val_set = TensorDataset(*(t[val] for t in (probs, present, target)))
         self.train_set = TensorDataset(*(t[train] for t in (probs, present, target)))
-        self.train_labels = target[train]
+        self.train_labels, self.train_present = target[train], present[train]
 
     def train_dataloader(self) -> DataLoader:
         cfg = self.cfg
-        return DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers)
+        sampler = RandomSampler(self.train_set, num_samples=cfg.train_samples_per_epoch)
+        return DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
@@ -320,75 +477,104 @@ class FusionDataModule(L.LightningDataModule):
 # --- the fusion ------------------------------------------------------------------------------------------------------
 
 
+def _val_metrics() -> MetricCollection:
+    return MetricCollection({
+        "uar": MulticlassRecall(NUM_BASIC, average="macro"),
+        "war": MulticlassAccuracy(NUM_BASIC, average="micro"),
+        "f1_macro": MulticlassF1Score(NUM_BASIC, average="macro"),
+        "f1_weighted": MulticlassF1Score(NUM_BASIC, average="weighted"),
+    })
+
+
 class MhpfModule(L.LightningModule):
-    """Trains an MHPF net with class-weighted cross-entropy; selects on the mean of UAR, WAR, macro- and weighted F1."""
+    """Trains a bank of MHPFs (one per modality subset; the last is all modalities) with class-weighted
+    cross-entropy, each early-stopped on its own mean of UAR, WAR, macro- and weighted F1 (9th ABAW): a net's best
+    epoch is kept, and training ends once every net has gone `patience` epochs without a better score."""
 
-    def __init__(self, net: torch.nn.Module, weights: torch.Tensor | None, lr: float):
+    def __init__(self, bank: MhpfBank, weights: torch.Tensor, lr: float, patience: int):
         super().__init__()
-        self.net, self.lr = net, lr
-        self.register_buffer("class_weights", weights if weights is not None else torch.ones(NUM_BASIC))
-        self.val_metrics = MetricCollection(
-            {
-                "uar": MulticlassRecall(NUM_BASIC, average="macro"),
-                "war": MulticlassAccuracy(NUM_BASIC, average="micro"),
-                "f1_macro": MulticlassF1Score(NUM_BASIC, average="macro"),
-                "f1_weighted": MulticlassF1Score(NUM_BASIC, average="weighted"),
-            },
-            prefix="val/",
-        )
+        self.bank, self.lr, self.patience = bank, lr, patience
+        self.register_buffer("class_weights", weights)  # [K, 8]
+        self.val_metrics = torch.nn.ModuleList([_val_metrics() for _ in range(len(bank.subsets))])
+        self.best_scores = [float("-inf")] * len(bank.subsets)
+        self.best_states = [bank.state_of(k) for k in range(len(bank.subsets))]
+        self.waits = [0] * len(bank.subsets)
+        self.seen = [False] * len(bank.subsets)  # whether net k had a validation window this epoch
 
-    def forward(self, probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return self.net(probs, present)
+    def forward(self, probs: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.bank(probs, present)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         probs, present, target = batch
-        loss = mhpf_loss(self(probs, present), target, self.class_weights)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        fused, valid = self(probs, present)
+        loss = mhpf_loss(fused, target, self.class_weights, valid)  # the sum of every net's own loss
+        self.log("train/loss", loss / len(fused), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         probs, present, target = batch
-        self.val_metrics.update(self(probs, present).argmax(dim=-1), target)
+        fused, valid = self(probs, present)
+        for k, (metrics, scores, rows) in enumerate(zip(self.val_metrics, fused, valid)):
+            if rows.any():
+                metrics.update(scores[rows].argmax(dim=-1), target[rows])
+                self.seen[k] = True
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.log_dict(values)
-        # the early-stopping criterion of the 9th ABAW compound system
-        self.log("val/score", torch.stack(list(values.values())).mean(), prog_bar=True)
-        self.val_metrics.reset()
+        scores = []
+        for k, metrics in enumerate(self.val_metrics):
+            values = metrics.compute() if self.seen[k] else {}
+            metrics.reset()
+            self.seen[k] = False
+            scores.append(float(torch.stack(list(values.values())).mean()) if values else float("nan"))
+            if k == len(self.val_metrics) - 1 and values:  # all modalities: the fusion the run reports
+                self.log_dict({f"val/{name}": value for name, value in values.items()})
+        self.log("val/score", scores[-1], prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        for k, score in enumerate(scores):
+            if score > self.best_scores[k]:
+                self.best_scores[k], self.best_states[k], self.waits[k] = score, self.bank.state_of(k), 0
+            else:
+                self.waits[k] += 1
+        self.log("val/nets_improving", float(sum(wait < self.patience for wait in self.waits)))
+        if all(wait >= self.patience for wait in self.waits):
+            self.trainer.should_stop = True
+
+    def on_fit_end(self) -> None:
+        for k, state in enumerate(self.best_states):
+            self.bank.load_state_of(k, state)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        return torch.optim.Adam(self.bank.parameters(), lr=self.lr)
 
 
-def fit_fusion(cfg: DictConfig, basic: Segments, labels: np.ndarray, logger, folder: Path) -> MhpfModule:
-    """Train an MHPF on the basic windows' modalities; returns the module with the best validation weights."""
+def fit_fusion(cfg: DictConfig, basic: Segments, labels: np.ndarray, subsets: Sequence[Sequence[int]],
+               logger) -> MhpfModule:
+    """Train one MHPF per subset of the modalities on the basic windows; returns the module holding every net at its
+    best validation epoch (`best_scores`)."""
     datamodule = FusionDataModule(basic, labels, cfg.data, cfg.seed)
-    weights = class_weights(datamodule.train_labels, NUM_BASIC) if cfg.fusion.class_weighted else None
-    net = create_mhpf(cfg.fusion.kind, basic.probs.shape[1], NUM_BASIC, cfg.fusion.num_heads)
-    module = MhpfModule(net, weights, cfg.optim.lr)
-    best = ModelCheckpoint(dirpath=folder, filename="best-{epoch:02d}", monitor="val/score", mode="max")
-    stop = EarlyStopping(monitor="val/score", mode="max", patience=cfg.early_stopping.patience)
+    bank = MhpfBank(cfg.fusion.kind, basic.probs.shape[1], subsets, NUM_BASIC, cfg.fusion.num_heads)
+    if cfg.fusion.class_weighted:  # each net's from the training windows it sees (those with one of its modalities)
+        sees = (datamodule.train_present[None] & bank.subsets[:, None]).any(dim=-1)
+        weights = torch.stack([class_weights(datamodule.train_labels[rows], NUM_BASIC) for rows in sees])
+    else:
+        weights = torch.ones(len(subsets), NUM_BASIC)
+    module = MhpfModule(bank, weights, cfg.optim.lr, cfg.early_stopping.patience)
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=[best, stop],
+        **OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, enable_checkpointing=False,
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=datamodule)
-    if best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    module.best_val_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     return module.eval()
 
 
 @torch.no_grad()
 def fuse(module: MhpfModule, segments: Segments) -> np.ndarray:
-    """[N, 8] renormalised fused probabilities; NaN rows where no modality is present."""
-    out = np.full((len(segments.ids), NUM_BASIC), np.nan)
-    rows = segments.present.any(axis=1)
-    probs = torch.as_tensor(np.nan_to_num(segments.probs[rows], nan=0.0), dtype=torch.float32)
-    fused = fused_probabilities(module(probs, torch.as_tensor(segments.present[rows])))
-    out[rows] = fused.double().numpy()
+    """[K, N, 8] renormalised fused probabilities of every net of the bank; NaN rows where a net has no modality."""
+    probs = torch.as_tensor(np.nan_to_num(segments.probs, nan=0.0), dtype=torch.float32)
+    fused, valid = module(probs, torch.as_tensor(segments.present))
+    out = fused_probabilities(fused).double().numpy()
+    out[~valid.numpy()] = np.nan
     return out
 
 
@@ -467,27 +653,31 @@ def plot_weights(weights: np.ndarray, modalities: Sequence[str], path: Path, tit
 
 
 @torch.no_grad()
-def mean_weights(module: MhpfModule, segments: Segments) -> np.ndarray:
-    """[M, 8] effective modality weights averaged over the segments (constant per presence pattern when static)."""
+def mean_weights(module: MhpfModule, segments: Segments, k: int) -> np.ndarray:
+    """[M, 8] effective modality weights of net k averaged over the segments (constant per presence pattern when
+    static)."""
     rows = segments.present.all(axis=1)
     rows = rows if rows.any() else segments.present.any(axis=1)
     probs = torch.as_tensor(np.nan_to_num(segments.probs[rows], nan=0.0), dtype=torch.float32)
-    return module.net.effective_weights(probs, torch.as_tensor(segments.present[rows])).mean(dim=0).numpy()
+    weights, _ = module.bank.effective_weights(probs, torch.as_tensor(segments.present[rows]))
+    return weights[k].mean(dim=0).numpy()
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 
-def evaluate_subset(
-    cfg: DictConfig, module: MhpfModule | None, basic: Segments, labels: np.ndarray, compound: Segments,
-    videos: Sequence[WindowedVideo],
-) -> dict[str, float]:
-    """Compound macro-F1 of PPA and PFSA for one modality subset. `module` None: a single modality, which MHPF passes
-    through unchanged (one modality's softmax weight is 1), so no training is needed."""
-    if module is None:
-        fused, basic_fused = compound.probs[:, 0], basic.probs[:, 0]
-    else:
-        fused, basic_fused = fuse(module, compound), fuse(module, basic)
+def fusion_subsets(num_modalities: int, ablation: bool) -> list[tuple[int, ...]]:
+    """The modality subsets to train a fusion for: all of them with two or more modalities for the ablation (one
+    modality needs none: MHPF passes it through), else only the full set; the full set is always last."""
+    if not ablation or num_modalities == 1:
+        return [tuple(range(num_modalities))]
+    return [s for size in range(2, num_modalities + 1) for s in itertools.combinations(range(num_modalities), size)]
+
+
+def evaluate_subset(cfg: DictConfig, fused: np.ndarray, basic_fused: np.ndarray, labels: np.ndarray,
+                    videos: Sequence[WindowedVideo]) -> dict[str, float]:
+    """Compound macro-F1 of PPA and PFSA from one subset's fused probabilities of the compound windows and the
+    basic training windows (PFSA's prototypes)."""
     known = ~np.isnan(basic_fused).any(axis=1)
     methods = compound_methods(fused, basic_fused[known], labels[known], cfg.compound)
     return {f"compound_f1/{name}": compound_f1(videos, scores) for name, scores in methods.items()}
@@ -510,12 +700,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     root = resolve_root(cfg.data)
     videos = compound_videos(root, cfg.data)
     basic_sets = {name: BASIC_SETS[name](root, cfg.data, bool(cfg.visual.modalities)) for name in cfg.data.basic_sets}
-    visual_dir = visual_tables(cfg, root, {"cexpr": videos, **basic_sets})
-    modalities = modality_names(root, cfg.data.modalities, cfg.visual.modalities, ["cexpr", *basic_sets])
+    halves = ["cexpr", *basic_sets]
+    texts = text_tables_of(root, halves, cfg.text.modalities)
+    computed = computed_tables(cfg, root, {"cexpr": videos, **basic_sets}, texts)
+    modalities = modality_names(root, cfg.data.modalities, [*cfg.visual.modalities, *texts], halves)
     compound_ids = [i for v in videos for i in v.ids()]
-    compound = load_segments(table_paths(root, "cexpr", modalities, visual_dir), compound_ids)
+    compound = load_segments(table_paths(root, "cexpr", modalities, computed), compound_ids)
     parts = [
-        load_segments(table_paths(root, name, modalities, visual_dir), [i for v in vids for i in v.ids()])
+        load_segments(table_paths(root, name, modalities, computed), [i for v in vids for i in v.ids()])
         for name, vids in basic_sets.items()
     ]
     basic_all = Segments(
@@ -527,13 +719,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     logger = make_logger(cfg)
     logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
-    folder = Path(cfg.checkpoint_dir) / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
-    module = fit_fusion(cfg, basic, labels, logger, folder)
+    subsets = fusion_subsets(len(modalities), cfg.ablation)
+    module = fit_fusion(cfg, basic, labels, subsets, logger)
     client, run_id = logger.experiment, logger.run_id
     artifacts = Path(tempfile.mkdtemp(prefix="affectlab-cexpr-"))
 
-    # the main method: all modalities fused, PPA; its submission file is scored through the file, as the challenge does
-    fused, basic_fused = fuse(module, compound), fuse(module, basic)
+    # the main method: all modalities fused (the last net), PPA and PFSA; their submission files are scored through
+    # the file, as the challenge does
+    compound_fused, basic_fused_all = fuse(module, compound), fuse(module, basic)
+    fused, basic_fused = compound_fused[-1], basic_fused_all[-1]
     methods = compound_methods(fused, basic_fused, labels, cfg.compound)
     truth = truth_of(videos)
     metrics: dict[str, float] = {}
@@ -548,29 +742,33 @@ def run(cfg: DictConfig) -> dict[str, float]:
     for weighted, mask in ((True, False), (False, True), (True, True)):  # PPA's options beside the configured one
         variant = ppa_scores(fused, weighted=weighted, mask=mask)
         metrics[f"compound_f1/fusion_ppa{'_weighted' * weighted}{'_masked' * mask}"] = compound_f1(videos, variant)
-    metrics["basic_val_score/fusion"] = module.best_val_score
+    metrics["basic_val_score/fusion"] = module.best_scores[-1]
     _, val = split_indices(len(labels), cfg.data.val_fraction, cfg.seed)
     metrics["basic_val_f1/fusion"] = basic_f1(basic_fused[val], labels[val])
-    for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA
+    singles = {}
+    for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA/PFSA
         metrics[f"basic_val_f1/{name}"] = basic_f1(basic.probs[val, m], labels[val])
-        single = evaluate_subset(cfg, None, basic.subset([m]), labels, compound.subset([m]), videos)
-        metrics[f"compound_f1/{name}_ppa"] = single["compound_f1/ppa"]
-    for name, path in direct_compound_tables(root, modalities, visual_dir).items():  # zero-shot CLIP's compound words
+        singles[(m,)] = evaluate_subset(cfg, compound.probs[:, m], basic.probs[:, m], labels, videos)
+        metrics[f"compound_f1/{name}_ppa"] = singles[(m,)]["compound_f1/ppa"]
+        metrics[f"compound_f1/{name}_pfsa"] = singles[(m,)]["compound_f1/pfsa"]
+    for name, path in direct_compound_tables(root, modalities, computed).items():  # zero-shot CLIP's compound words
         table = read_modality_table(path, classes=CEXPR_COMPOUNDS)
         _, direct, _ = align_modality_tables([table], compound.ids)
         metrics[f"compound_f1/{name}_direct"] = compound_f1(videos, direct[:, 0])
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
 
-    weights_png = plot_weights(mean_weights(module, compound), modalities, artifacts / "fusion_weights.png",
-                               title=f"MHPF ({cfg.fusion.kind}) modality weights")
+    weights_png = plot_weights(mean_weights(module, compound, len(subsets) - 1), modalities,
+                               artifacts / "fusion_weights.png", title=f"MHPF ({cfg.fusion.kind}) modality weights")
     client.log_artifact(run_id, str(weights_png))
     config_file = artifacts / "config.yaml"
     OmegaConf.save(cfg, config_file)
     client.log_artifact(run_id, str(config_file))
 
     if cfg.ablation:
-        ablation = run_ablation(cfg, modalities, basic, labels, compound, videos, module, client, logger)
+        fused_of = {subset: (compound_fused[k], basic_fused_all[k], module.best_scores[k])
+                    for k, subset in enumerate(subsets)}
+        ablation = log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, logger)
         client.log_table(run_id, data=ablation, artifact_file="modality_ablation.json")
         _print_ablation(ablation)
     client.set_terminated(run_id)
@@ -578,21 +776,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def run_ablation(cfg, modalities, basic, labels, compound, videos, full_module, client, logger) -> dict[str, list]:
+def log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, logger) -> dict[str, list]:
     """Every non-empty subset of the modalities as a nested run; returns the summary table as columns."""
     table: dict[str, list] = {"modalities": [], "compound_f1_ppa": [], "compound_f1_pfsa": [], "basic_val_score": []}
     for size in range(1, len(modalities) + 1):
         for subset in itertools.combinations(range(len(modalities)), size):
             names = [modalities[m] for m in subset]
             if size == 1:
-                module, basic_score = None, float("nan")
-            elif size == len(modalities):
-                module, basic_score = full_module, full_module.best_val_score
+                scores, basic_score = singles[subset], float("nan")
             else:
-                folder = Path(cfg.checkpoint_dir) / f"ablation-{'+'.join(names)}-{os.getpid()}"
-                module = fit_fusion(cfg, basic.subset(subset), labels, False, folder)
-                basic_score = module.best_val_score
-            scores = evaluate_subset(cfg, module, basic.subset(subset), labels, compound.subset(subset), videos)
+                compound_fused, basic_fused, basic_score = fused_of[subset]
+                scores = evaluate_subset(cfg, compound_fused, basic_fused, labels, videos)
             child = client.create_run(
                 logger.experiment_id, run_name="+".join(names), tags={"mlflow.parentRunId": logger.run_id}
             ).info.run_id

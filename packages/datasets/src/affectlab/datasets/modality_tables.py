@@ -7,17 +7,24 @@ A CSV file, one row per segment:
     01/0001,,,,,,,,                      <- the modality has nothing for this segment (missing)
 
 The eight probabilities are in AffWild2's order and sum to 1 (within a tolerance); a missing segment has all eight
-cells empty. Any tool can write one; `ensure_modality_table` computes one once and caches it on disk. The tables
-fused together must list the same segment ids (in any order). A modality that also predicts the compound
-expressions directly (zero-shot CLIP) writes a second table of the same form with `classes=CEXPR_COMPOUNDS`.
+cells empty. Any tool can write one. The tables fused together must list the same segment ids (in any order). A
+modality that also predicts the compound expressions directly (zero-shot CLIP) writes a second table of the same
+form with `classes=CEXPR_COMPOUNDS`.
+
+Tables a run computes itself are a cache: `write_cached_table` writes one atomically and records its size and
+SHA-256 in the folder's manifest.json (`affectlab.datasets.integrity`); `cached_table_ok` is true only for a file
+that still matches its record, so a truncated or otherwise damaged table is rebuilt, never read.
+`ensure_modality_table` is the two together.
+
+Text modalities (scene descriptions, transcripts) come as a text table, `segment_id,text` (an empty text: nothing
+for that segment), that a text classifier turns into a modality table (`read_text_table`).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +34,7 @@ import numpy as np
 from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS
 from affectlab.datasets.cexpr import CEXPR_CLASSES, OTHER
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.datasets.textfile import read_text
 
 CEXPR_COMPOUNDS = CEXPR_CLASSES[:OTHER]  # the seven compound expressions, without Other
@@ -97,18 +105,15 @@ def write_modality_table(
     path = Path(path)
     probs = np.asarray(probs, dtype=np.float64)
     validate_probabilities(probs, segment_ids, str(path), classes=classes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+
+    def write(scratch: Path) -> None:
+        with scratch.open("w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out)
             writer.writerow(["segment_id", *classes])
             for segment, row in zip(segment_ids, probs):
                 writer.writerow([segment, *("" if math.isnan(v) else f"{v:.6f}" for v in row)])
-        os.replace(scratch, path)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, write)
 
 
 def read_modality_table(
@@ -159,17 +164,77 @@ def align_modality_tables(
     return order, probs, ~np.isnan(probs).any(axis=2)
 
 
+MANIFEST = "manifest.json"
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or itself damaged: every table in the folder is rebuilt
+        return {}
+
+
+def cached_table_ok(path: str | Path) -> bool:
+    """True when `path` is a table `write_cached_table` wrote and its bytes are unchanged since (size and SHA-256)."""
+    path = Path(path)
+    return matches(path, _manifest(path.parent).get(path.name))
+
+
+def write_cached_table(
+    path: str | Path, segment_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str] = AFFWILD2_EXPRESSIONS
+) -> Path:
+    """`write_modality_table`, then the file's size and SHA-256 recorded in its folder's manifest.json."""
+    path = write_modality_table(path, segment_ids, probs, classes)
+    text = json.dumps(_manifest(path.parent) | {path.name: file_record(path)}, indent=1, sort_keys=True)
+    write_atomic(path.parent / MANIFEST, lambda scratch: scratch.write_text(text, encoding="utf-8"))
+    return path
+
+
 def ensure_modality_table(
     path: str | Path,
     segment_ids: Sequence[str],
     predict: Callable[[], np.ndarray],
     classes: Sequence[str] = AFFWILD2_EXPRESSIONS,
 ) -> ModalityTable:
-    """The table at `path` if it lists exactly `segment_ids`; otherwise `predict()` ([N, classes]) written there."""
+    """The table at `path` if the manifest vouches for it and it lists exactly `segment_ids`; otherwise `predict()`
+    ([N, classes]) written there (a damaged or stale table is rebuilt, never read)."""
     path = Path(path)
-    if path.is_file():
+    if cached_table_ok(path):
         table = read_modality_table(path, classes=classes)
         if set(table.segment_ids) == set(segment_ids):
             return table
-    write_modality_table(path, segment_ids, predict(), classes)
+    write_cached_table(path, segment_ids, predict(), classes)
     return read_modality_table(path, classes=classes)
+
+
+def read_text_table(path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(segment ids, texts) of a CSV `segment_id,text`; an empty text means the modality has nothing there."""
+    path = Path(path)
+    rows = list(csv.reader(read_text(path, "text table", "a CSV segment_id,text").splitlines()))
+    if not rows or tuple(cell.strip() for cell in rows[0]) != ("segment_id", "text"):
+        raise DatasetError(f"{path}:1: header {rows[0] if rows else ''!r}; expected segment_id,text")
+    ids, texts, seen = [], [], {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) != 2:
+            raise DatasetError(f"{path}:{lineno}: {len(row)} cells {row!r}; expected 2 (segment_id,text; quote a "
+                               "text that holds a comma)")
+        segment = row[0].strip()
+        if not segment or segment in seen:
+            problem = f"repeats line {seen[segment]}" if segment in seen else "is empty"
+            raise DatasetError(f"{path}:{lineno}: segment id {segment!r} {problem}; expected each segment once")
+        seen[segment] = lineno
+        ids.append(segment)
+        texts.append(row[1].strip())
+    return tuple(ids), tuple(texts)
+
+
+def write_text_table(path: str | Path, segment_ids: Sequence[str], texts: Sequence[str]) -> Path:
+    """Write a text table (atomically); "" marks a segment without text."""
+
+    def write(scratch: Path) -> None:
+        with scratch.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["segment_id", "text"])
+            writer.writerows(zip(segment_ids, texts))
+
+    return write_atomic(path, write)

@@ -8,11 +8,14 @@
     affwild2/tables/<modality>.csv
     afew/videos/<Class>/<clip>.avi   AFEW-style clips, one folder per class (no Other), one segment each
     afew/tables/<modality>.csv
+    <half>/texts/{scene_text,transcript}.csv   with texts=True: short scene descriptions and transcripts per window
 
 The modalities stand in for the off-the-shelf predictors (scene description, audio, transcript): each sees a
 window's true basic-emotion mix (a compound is half one basic emotion, half the other) through its own noise and its
 own per-class reliability (audio hears Anger, Fear and Surprise well, the scene text sees Happiness and Sadness), and
 misses some windows (a transcript needs speech). So the best fusion weights differ per class, as MHPF assumes.
+With texts=True each half also gets text tables: a scene description and a transcript per window, worded from
+emotions drawn from the window's true mix (often a wrong one), for the text-classifier path of the experiment.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from PIL import Image, ImageDraw
 
 from affectlab.datasets.affwild2 import AFEW_FOLDERS, AFFWILD2_EXPRESSIONS
 from affectlab.datasets.cexpr import CEXPR_CLASSES, HEADER, OTHER, segment_windows, window_id
-from affectlab.datasets.modality_tables import write_modality_table
+from affectlab.datasets.modality_tables import write_modality_table, write_text_table
 from affectlab.datasets.generated import generate_once
 from affectlab.datasets.video import write_mjpeg_avi
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 # each compound's two basic emotions, as indices into AFFWILD2_EXPRESSIONS (C-EXPR-DB order, without Other)
 _PAIRS = {
@@ -47,6 +50,21 @@ MODALITIES: dict[str, dict] = {
     "audio": {"gain": (2, 5, 2, 5, 1, 1, 5, 1), "noise": 1.0, "missing": 0.1},
     "transcript": {"gain": (2, 2, 4, 2, 3, 3, 2, 1), "noise": 1.5, "missing": 0.3},
 }
+# words for the synthetic texts, per basic emotion (AffWild2 order)
+_SCENE_WORDS = {
+    "Neutral": ("calm", "expressionless", "quiet"), "Anger": ("angry", "furious", "shouting"),
+    "Disgust": ("disgusted", "repulsed", "grimacing"), "Fear": ("scared", "terrified", "afraid"),
+    "Happiness": ("happy", "joyful", "laughing"), "Sadness": ("sad", "crying", "gloomy"),
+    "Surprise": ("surprised", "astonished", "amazed"), "Other": ("busy", "distracted", "turning away"),
+}
+_SPEECH = {
+    "Neutral": ("okay, let us go on.", "it is the usual day."), "Anger": ("stop it, I am so angry!", "how dare you!"),
+    "Disgust": ("ugh, that is disgusting.", "gross, take it away."), "Fear": ("I am scared, help!", "no, please, no!"),
+    "Happiness": ("this is wonderful, I love it!", "haha, great news!"),
+    "Sadness": ("I miss her so much.", "it is all lost."),
+    "Surprise": ("wow, I did not expect that!", "what? really?"), "Other": ("hmm.", "where is my phone?"),
+}
+TEXT_MODALITIES = {"scene_text": 0.05, "transcript": 0.3}  # how often each has nothing for a window
 
 
 def make_synthetic_cexpr(
@@ -59,6 +77,7 @@ def make_synthetic_cexpr(
     fps: int = 10,
     frame_size: int = 64,
     seed: int = 0,
+    texts: bool = False,
 ) -> Path:
     """Write the synthetic data under `root` and return `root`."""
     root = Path(root)
@@ -76,6 +95,8 @@ def make_synthetic_cexpr(
             window_ids.append(window_id(name, k))
             window_mix.append(_basic_mix(labels[start:end]))
     _write_tables(cexpr / "tables", window_ids, np.array(window_mix), rng)
+    if texts:
+        _write_texts(cexpr / "texts", window_ids, np.array(window_mix), rng)
 
     basic = root / "affwild2"
     basic_ids, basic_mix = [], []
@@ -94,6 +115,8 @@ def make_synthetic_cexpr(
             basic_ids.append(window_id(name, k))
             basic_mix.append(mix if len(frames) else np.eye(len(AFFWILD2_EXPRESSIONS))[0])
     _write_tables(basic / "tables", basic_ids, np.array(basic_mix), rng)
+    if texts:
+        _write_texts(basic / "texts", basic_ids, np.array(basic_mix), rng)
 
     afew = root / "afew"
     afew_ids, afew_mix = [], []
@@ -105,6 +128,8 @@ def make_synthetic_cexpr(
             afew_ids.append(window_id(f"{folder}/{c:03d}", 0))  # a clip is one segment
             afew_mix.append(np.eye(len(AFFWILD2_EXPRESSIONS))[label])
     _write_tables(afew / "tables", afew_ids, np.array(afew_mix), rng)
+    if texts:
+        _write_texts(afew / "texts", afew_ids, np.array(afew_mix), rng)
     (root / "synthetic.json").write_text(json.dumps({"fps": fps, "modalities": list(MODALITIES)}), encoding="utf-8")
     return root
 
@@ -169,6 +194,26 @@ def _write_tables(folder: Path, ids: list[str], mix: np.ndarray, rng: np.random.
         probs /= probs.sum(axis=1, keepdims=True)
         probs[rng.random(len(ids)) < spec["missing"]] = np.nan
         write_modality_table(folder / f"{name}.csv", ids, probs)
+
+
+def _write_texts(folder: Path, ids: list[str], mix: np.ndarray, rng: np.random.Generator) -> None:
+    """A scene description naming two emotions and a transcript line per window, each emotion drawn from the mix
+    70% of the time and uniformly otherwise; some windows have no text."""
+
+    def draw() -> str:
+        if rng.random() < 0.3:
+            return AFFWILD2_EXPRESSIONS[int(rng.integers(len(AFFWILD2_EXPRESSIONS)))]
+        return AFFWILD2_EXPRESSIONS[int(rng.choice(len(AFFWILD2_EXPRESSIONS), p=row))]
+
+    scenes, speech = [], []
+    for row in mix:
+        first, second = draw(), draw()
+        scenes.append(f"A {rng.choice(['man', 'woman', 'child'])} looks {rng.choice(_SCENE_WORDS[first])}, "
+                      f"{rng.choice(_SCENE_WORDS[second])} in a {rng.choice(['kitchen', 'street', 'office'])}.")
+        speech.append(str(rng.choice(_SPEECH[draw()])))
+    for (name, missing), texts in zip(TEXT_MODALITIES.items(), (scenes, speech)):
+        texts = [text if rng.random() >= missing else "" for text in texts]
+        write_text_table(folder / f"{name}.csv", ids, texts)
 
 
 def _write_annotation(path: Path, rows) -> None:

@@ -16,6 +16,7 @@ from affectlab.fusion.frames import (
 )
 from affectlab.fusion.mhpf import (
     InputDependentMHPF,
+    MhpfBank,
     MultiHeadProbabilityFusion,
     class_weights,
     create_mhpf,
@@ -41,6 +42,7 @@ __all__ = [
     "COMPOUND_PAIRS",
     "FrameScore",
     "InputDependentMHPF",
+    "MhpfBank",
     "MASK_THRESHOLD",
     "MultiHeadProbabilityFusion",
     "SUBMISSION_HEADER",

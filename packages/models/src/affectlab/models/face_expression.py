@@ -2,10 +2,11 @@
 
 - `StaticFaceExpression`: a per-frame classifier on a timm backbone, its softmax averaged over the segment.
 - `DynamicFaceExpression`: per-frame CLIP image embeddings (frozen encoder) through a temporal transformer, then a
-  linear head: the facial dynamics the static model averages away.
+  linear head (`TemporalEmotionHead`): the facial dynamics the static model averages away. The head alone trains on
+  embeddings computed once, since the encoder is frozen.
 
 Both map frames [B, T, 3, H, W] to probabilities [B, 8], like every modality predictor; `logits` gives what the
-cross-entropy trains.
+cross-entropy trains. The static model also takes uint8 frames (0..255) and normalises them as its backbone expects.
 """
 
 from __future__ import annotations
@@ -30,14 +31,37 @@ class StaticFaceExpression(nn.Module):
     def __init__(self, backbone: str = "resnet18", pretrained: bool = False, num_classes: int = NUM_BASIC):
         super().__init__()
         self.net = timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes)
+        config = timm.data.resolve_data_config({}, model=self.net)
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(3, 1, 1), persistent=False)
 
     def logits(self, frames: Tensor) -> Tensor:
-        """[B, T, C] per-frame logits."""
+        """[B, T, C] per-frame logits; uint8 frames are scaled to [0, 1] and normalised with the backbone's mean/std."""
         _check_frames(frames, "StaticFaceExpression")
+        if frames.dtype == torch.uint8:
+            frames = (frames.float() / 255.0 - self.mean) / self.std
         return self.net(frames.flatten(0, 1)).view(*frames.shape[:2], -1)
 
     def forward(self, frames: Tensor) -> Tensor:
         return torch.softmax(self.logits(frames), dim=-1).mean(dim=1)
+
+
+class TemporalEmotionHead(nn.Module):
+    """Per-frame embeddings [B, T, D] -> logits [B, C]: a temporal transformer (class token) and a linear layer."""
+
+    def __init__(self, dim: int, num_frames: int, num_classes: int = NUM_BASIC, depth: int = 1, heads: int = 8):
+        super().__init__()
+        self.temporal = TemporalTransformer(dim, num_frames, depth=depth, heads=heads)
+        self.head = nn.Linear(dim, num_classes)
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        if embeddings.ndim != 3:
+            raise ModelError(f"TemporalEmotionHead got embeddings of shape {tuple(embeddings.shape)}; expected "
+                             "[B, T, D]")
+        return self.head(self.temporal(embeddings))
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return torch.softmax(self.logits(embeddings), dim=-1)
 
 
 class DynamicFaceExpression(nn.Module):
@@ -46,17 +70,23 @@ class DynamicFaceExpression(nn.Module):
     ):
         super().__init__()
         self.image_encoder = clip_model.visual.eval().requires_grad_(False)
-        projection = clip_model.text_projection
-        dim = projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
-        self.temporal = TemporalTransformer(dim, num_frames, depth=depth, heads=heads)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = TemporalEmotionHead(clip_embed_dim(clip_model), num_frames, num_classes, depth, heads)
+
+    @torch.no_grad()
+    def embed(self, frames: Tensor) -> Tensor:
+        """[B, T, D] L2-normalised CLIP image embeddings of the frames (the frozen encoder)."""
+        _check_frames(frames, "DynamicFaceExpression")
+        return F.normalize(self.image_encoder(frames.flatten(0, 1)).float(), dim=-1).view(*frames.shape[:2], -1)
 
     def logits(self, frames: Tensor) -> Tensor:
         """[B, C] segment logits."""
-        _check_frames(frames, "DynamicFaceExpression")
-        with torch.no_grad():
-            embeddings = F.normalize(self.image_encoder(frames.flatten(0, 1)).float(), dim=-1)
-        return self.head(self.temporal(embeddings.view(*frames.shape[:2], -1)))
+        return self.head.logits(self.embed(frames))
 
     def forward(self, frames: Tensor) -> Tensor:
         return torch.softmax(self.logits(frames), dim=-1)
+
+
+def clip_embed_dim(clip_model: nn.Module) -> int:
+    """The width of a CLIP model's joint embedding space."""
+    projection = clip_model.text_projection
+    return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]

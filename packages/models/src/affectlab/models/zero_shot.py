@@ -50,9 +50,15 @@ class ZeroShotClip(nn.Module):
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         if frames.ndim != 5:
             raise ModelError(f"ZeroShotClip got frames of shape {tuple(frames.shape)}; expected [B, T, 3, H, W]")
-        batch, steps = frames.shape[:2]
-        image = F.normalize(self.clip.encode_image(frames.flatten(0, 1)).float(), dim=-1)
-        per_frame = torch.softmax(self.logit_scale * image @ self.text.t(), dim=-1)  # over all label words
-        mean = per_frame.view(batch, steps, -1).mean(dim=1)
+        image = self.clip.encode_image(frames.flatten(0, 1)).float()
+        return self.from_embeddings(image.view(*frames.shape[:2], -1))
+
+    @torch.no_grad()
+    def from_embeddings(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """The same from per-frame CLIP image embeddings [B, T, D] (computed once, shared with other modalities)."""
+        if image.ndim != 3:
+            raise ModelError(f"ZeroShotClip got embeddings of shape {tuple(image.shape)}; expected [B, T, D]")
+        per_frame = torch.softmax(self.logit_scale * F.normalize(image.float(), dim=-1) @ self.text.t(), dim=-1)
+        mean = per_frame.mean(dim=1)  # over the frames; the softmax above was over all 15 label words
         basic, compound = mean[:, : self.num_basic], mean[:, self.num_basic :]
         return basic / basic.sum(-1, keepdim=True), compound / compound.sum(-1, keepdim=True)
