@@ -17,35 +17,46 @@ from affectlab.lab.tracking import TrackingError, check_server
 from conftest import TINY_RUN, free_port
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    port = free_port()
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port` with its SQLite store and artifact root in `folder` (the same folder again
+    after a stop brings back the same server); returns once it answers /health."""
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(),
+        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+        "--artifacts-destination", (folder / "server-artifacts").as_uri(),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    log = folder / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
+    with log.open("ab") as handle:
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300  # generous: on a loaded machine importing mlflow alone takes a minute
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {server.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"mlflow server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
         except OSError:
             time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start within 120 s")
-    yield uri, tmp_path / "server-artifacts"
+    server.kill()
+    pytest.fail(f"mlflow server did not start within 300 s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
     server.terminate()
     try:
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = free_port()
+    server = start_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}", tmp_path / "server-artifacts"
+    stop_server(server)
 
 
 def test_run_logs_to_a_tracking_server_over_http(workdir, mlflow_server):

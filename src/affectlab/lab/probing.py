@@ -29,6 +29,7 @@ from affectlab.datasets.emotion_corpus import (
     read_meld,
     stratified_sample,
 )
+from affectlab.lab.checkpoints import AtomicCheckpointIO
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sharding import eval_shards, train_sampler
@@ -325,6 +326,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger,
+        plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the loaders shard themselves; the test one without counting padding twice
     )
     if trainer.is_global_zero:

@@ -40,6 +40,13 @@ from affectlab.datasets import (
 )
 from affectlab.datasets.prepare import prepare_boxes
 from affectlab.datasets.raer import normalise_pixels
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableDataLoader,
+    checkpoint_run_id,
+    resolve_resume,
+    resume_callbacks,
+)
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.features import frame_features
 from affectlab.lab.report import plot_confusion, print_summary
@@ -167,9 +174,10 @@ class RaerDataModule(L.LightningDataModule):
             rank_zero_warn(f"data.on_bad_clip=skip: left out {len(messages)} bad clip(s) of the {split} split "
                            f"(counted in MLflow as data/skipped/{split}); the first: {messages[0]}")
 
-    def _loader(self, dataset, sampler, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset, sampler, shuffle: bool = False, drop_last: bool = False,
+                train: bool = False) -> DataLoader:
         workers = self.cfg.num_workers
-        return DataLoader(
+        return (ResumableDataLoader if train else DataLoader)(  # training resumes mid-epoch from a checkpoint
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
@@ -183,9 +191,10 @@ class RaerDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.cfg.sampler == "class_balanced":
             rank, world = rank_and_world(self.trainer)
-            return self._loader(self.train_set, ClassBalancedSampler(self.train_set.labels, self.seed, rank, world))
+            return self._loader(self.train_set, ClassBalancedSampler(self.train_set.labels, self.seed, rank, world),
+                                train=True)
         sampler = train_sampler(self.train_set, self.seed, self.trainer)
-        return self._loader(self.train_set, sampler, shuffle=sampler is None)
+        return self._loader(self.train_set, sampler, shuffle=sampler is None, train=True)
 
     def _eval_loader(self, dataset) -> DataLoader:
         return self._loader(*eval_shards(dataset, self.trainer))
@@ -328,10 +337,6 @@ class ClipCaerModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # so that a resumed run continues into the same MLflow run
-        checkpoint["mlflow_run_id"] = getattr(self.logger, "run_id", None)
-
 
 @dataclass
 class InputSpec:
@@ -385,18 +390,6 @@ def build_net(cfg: DictConfig) -> tuple[torch.nn.Module, list[str], object]:
     return net, list(label_set.classes), clip
 
 
-def resolve_resume(resume: str | None, checkpoint_root: Path) -> str | None:
-    """``resume``: a checkpoint path, ``auto`` (the newest ``last.ckpt`` under the checkpoint root) or null."""
-    if not resume:
-        return None
-    if resume == "auto":
-        candidates = sorted(checkpoint_root.glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        return str(candidates[-1]) if candidates else None
-    if not Path(resume).is_file():
-        raise ConfigError(f"resume={resume!r}: no such checkpoint file")
-    return resume
-
-
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train, select on validation, test the best checkpoint once; returns the test metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -411,18 +404,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     checkpoint_root = Path(cfg.checkpoint_dir)
     resume = resolve_resume(cfg.resume, checkpoint_root)
-    run_id = torch.load(resume, map_location="cpu", weights_only=False).get("mlflow_run_id") if resume else None
+    run_id = checkpoint_run_id(resume)
     logger = make_logger(cfg, run_id=run_id)
     # the folder is broadcast from rank 0 by ModelCheckpoint, so every process agrees on it
+    folder = Path(resume).parent if resume else checkpoint_root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
     checkpoints = ModelCheckpoint(
-        dirpath=Path(resume).parent if resume else checkpoint_root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}"),
+        dirpath=folder,
         filename="best-{epoch:02d}",
         monitor="val/uar",
         mode="max",
         save_last=True,
     )
     trainer_kwargs = trainer_arguments(OmegaConf.to_container(cfg.trainer, resolve=True))  # checked, 16-mixed on CPU
-    callbacks = [checkpoints]
+    callbacks = [checkpoints, *resume_callbacks(folder, cfg.checkpoint_every)]  # + mid-epoch checkpoints
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if trainer_kwargs.get("enable_progress_bar", True):
@@ -431,6 +425,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         **trainer_kwargs,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the datamodule shards itself, without counting padding twice
     )
     if trainer.is_global_zero and not run_id:

@@ -1,0 +1,351 @@
+"""Checkpoints that survive a crash at any moment, and a resume that continues as if nothing had happened.
+
+- `AtomicCheckpointIO`: every checkpoint Lightning writes (ModelCheckpoint, `Trainer.save_checkpoint`) goes to a
+  scratch file, is fsynced and renamed over the target (`affectlab.datasets.integrity.write_atomic`), and gets a
+  record beside it (``<name>.ckpt.json``: size, SHA-256, epoch, step, MLflow run id). A half-written file is never
+  the latest; a damaged one is recognised by its record.
+- `resolve_resume`: ``resume=auto`` takes the newest checkpoint under the checkpoint root that is intact, warning
+  about (and skipping) any damaged one.
+- `ResumableDataLoader`: a DataLoader that Lightning can stop and restart mid-epoch. Its state (saved in every
+  checkpoint) is how many batches of the epoch were trained and the random-number generators' states, so a run
+  resumed from any checkpoint draws the same batches with the same augmentations as the run left alone (exactly
+  with ``num_workers=0``; with worker processes the order of the samples is the same, their random draws are not).
+- `resume_callbacks`: the mid-epoch checkpoint (``step-latest.ckpt``, every N steps or minutes) and the callback that
+  keeps the MLflow run id and the loaders' progress in each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf import DictConfig
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from affectlab.datasets.integrity import file_record, matches, write_atomic
+from affectlab.lab.config import ConfigError
+
+STEP_CHECKPOINT = "step-latest"  # the mid-epoch checkpoint's file name (replaced each time)
+
+
+# --- writing and finding checkpoints ---------------------------------------------------------------------------------
+
+
+def record_path(checkpoint: str | Path) -> Path:
+    """Where the record of a checkpoint lives: ``<checkpoint>.json`` beside it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, written through a scratch file and a rename, with a size/SHA-256 record."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        write_atomic(path, lambda scratch: torch.save(checkpoint, scratch))
+        record = file_record(path) | {
+            "epoch": checkpoint.get("epoch"),
+            "global_step": checkpoint.get("global_step"),
+            "mlflow_run_id": checkpoint.get("mlflow_run_id"),
+        }
+        write_atomic(record_path(path), lambda scratch: scratch.write_text(json.dumps(record), encoding="utf-8"))
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        record_path(path).unlink(missing_ok=True)
+
+
+def read_record(checkpoint: str | Path) -> dict | None:
+    """The record written beside a checkpoint, or None (a checkpoint from elsewhere, or a crash between the two)."""
+    try:
+        return json.loads(record_path(checkpoint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def damage(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is intact.
+
+    With a record: its size and SHA-256 must match. Without one: it must load (the file is mapped, not read).
+    """
+    record = read_record(checkpoint)
+    if record is not None:
+        return None if matches(checkpoint, record) else "its size or SHA-256 differs from its record"
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # any failure to unpickle means the file cannot be resumed from
+        return f"it does not load ({type(error).__name__}: {error})"
+    return None
+
+
+def newest_intact(checkpoint_root: Path) -> Path | None:
+    """The most recently written intact checkpoint in the run folders under `checkpoint_root` (damaged ones are
+    skipped with a warning)."""
+    candidates = [p for p in Path(checkpoint_root).glob("*/*.ckpt") if p.is_file()]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        problem = damage(path)
+        if problem is None:
+            return path
+        rank_zero_warn(f"resume=auto: skipping the damaged checkpoint {path}: {problem}")
+    return None
+
+
+def resolve_resume(resume: str | None, checkpoint_root: Path) -> str | None:
+    """``resume``: a checkpoint path, ``auto`` (the newest intact checkpoint under the root; None when there is none)
+    or null."""
+    if not resume:
+        return None
+    if resume == "auto":
+        found = newest_intact(checkpoint_root)
+        return str(found) if found else None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={resume!r}: no such checkpoint file")
+    problem = damage(path)
+    if problem:
+        raise ConfigError(f"resume={resume!r}: cannot resume from it: {problem}")
+    return resume
+
+
+def checkpoint_run_id(checkpoint: str | Path | None) -> str | None:
+    """The MLflow run a checkpoint belongs to (from its record, else from the checkpoint itself)."""
+    if not checkpoint:
+        return None
+    record = read_record(checkpoint)
+    if record is not None and "mlflow_run_id" in record:
+        return record["mlflow_run_id"]
+    return torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("mlflow_run_id")
+
+
+# --- random-number generators ----------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """The states of Python's, NumPy's and torch's global generators (CUDA's too when present)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, keys.tolist(), pos, has_gauss, cached),  # plain types: safe to unpickle
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- a loader that restarts mid-epoch --------------------------------------------------------------------------------
+
+
+class _PlannedBatches(BatchSampler):
+    """A BatchSampler that yields the batches it was handed for this epoch (``plan``), else its own draw."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool):
+        super().__init__(sampler, batch_size, drop_last)
+        self.plan: list[list[int]] | None = None
+
+    def draw(self) -> list[list[int]]:
+        """The epoch's batches of indices, drawn from the sampler now."""
+        return [list(batch) for batch in super().__iter__()]
+
+    def __iter__(self):
+        plan, self.plan = self.plan, None
+        return iter(plan) if plan is not None else super().__iter__()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader (same arguments) whose ``state_dict`` lets Lightning resume it in the middle of an epoch.
+
+    Each epoch's batches of indices are drawn from the sampler up front; the state is the number of batches trained,
+    the generators' states when the epoch began and before each batch still in Lightning's prefetch buffer, and now.
+    Resuming draws the epoch's batches again from the epoch's starting state, skips the trained ones and puts the
+    generators back where the run left alone had them. Lightning's `ResumeState` callback counts the trained batches.
+    """
+
+    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None, sampler=None,
+                 batch_sampler=None, drop_last: bool = False, **kwargs):
+        if batch_sampler is None:
+            if batch_size is None:
+                raise ValueError("ResumableDataLoader needs batches (batch_size=None is not supported)")
+            if sampler is None:
+                sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            batch_sampler = _PlannedBatches(sampler, batch_size, drop_last)
+        elif type(batch_sampler) is BatchSampler:
+            batch_sampler = _PlannedBatches(batch_sampler.sampler, batch_sampler.batch_size, batch_sampler.drop_last)
+        elif not isinstance(batch_sampler, _PlannedBatches):
+            raise TypeError(f"ResumableDataLoader takes a plain BatchSampler, not {type(batch_sampler).__name__}")
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        self.trained: int | None = None  # batches of this epoch that training started (set by ResumeState)
+        self._fetched = 0
+        self._epoch_rng: dict | None = None
+        self._before_fetch: deque[dict] = deque(maxlen=4)  # generator states before the last few fetches
+        self._resume: dict | None = None
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["done"] >= resume["length"]:  # saved after the epoch ended
+            set_rng_state(resume["rng"])
+            resume = None
+        if resume is not None:
+            set_rng_state(resume["epoch_rng"])
+        self._epoch_rng = rng_state()
+        plan = self.batch_sampler.draw()  # the epoch's batches, drawn from the epoch's generator states
+        skip = min(resume["done"], len(plan)) if resume else 0
+        self.batch_sampler.plan = plan[skip:]
+        self._fetched, self.trained = skip, skip
+        self._before_fetch.clear()
+        refetch = list(resume["refetch"]) if resume else []
+        return self._batches(super().__iter__(), refetch, resume["rng"] if resume else None)
+
+    def _batches(self, iterator, refetch: list[dict], rng_at_save: dict | None):
+        # Batches Lightning had prefetched but not trained when the checkpoint was saved are fetched again with the
+        # generator states they had; right after them the generators take their state at the save.
+        if rng_at_save is not None and not refetch:
+            set_rng_state(rng_at_save)
+        position = 0
+        while True:
+            if position < len(refetch):
+                set_rng_state(refetch[position])
+            self._before_fetch.append(rng_state())
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            position += 1
+            if position == len(refetch) and rng_at_save is not None:
+                set_rng_state(rng_at_save)
+            self._fetched += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        trained = self._fetched if self.trained is None else self.trained
+        pending = max(0, self._fetched - trained)  # fetched ahead by Lightning, not trained yet
+        before = list(self._before_fetch)
+        return {
+            "done": trained,
+            "length": len(self.batch_sampler),
+            "epoch_rng": self._epoch_rng,
+            "refetch": before[len(before) - pending:] if pending else [],
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+
+
+# --- callbacks -------------------------------------------------------------------------------------------------------
+
+
+class ResumeState(Callback):
+    """Keeps what a resume needs in every checkpoint: the MLflow run id, the progress of resumable loaders, and the
+    sums so far of the epoch-level metrics (``self.log(..., on_epoch=True)``) when the checkpoint is saved mid-epoch:
+    Lightning checkpoints none of them, so the epoch's mean ``train/loss`` would otherwise cover only the batches
+    after the resume."""
+
+    def __init__(self):
+        self._trainer = None
+        self._partial: dict | None = None  # epoch sums of a mid-epoch checkpoint, added back after the first batch
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            if isinstance(loader, ResumableDataLoader):
+                loader.trained = batch_idx + 1
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["mlflow_run_id"] = getattr(trainer.logger, "run_id", None)
+
+    def state_dict(self) -> dict:
+        trainer = self._trainer
+        if trainer is None or not trainer.training or _epoch_over(trainer):
+            return {}
+        partial = {}
+        for key, metric in trainer.fit_loop.epoch_loop._results.items():  # Lightning's own store of logged values
+            if metric.meta.on_epoch and metric.is_tensor:
+                partial[key] = {"value": metric.value.detach().cpu().clone(),
+                                "batch_size": getattr(metric, "cumulated_batch_size", torch.tensor(0)).cpu().clone()}
+        return {"partial_epoch": partial}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._partial = state.get("partial_epoch") or None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self._partial:
+            return
+        results = trainer.fit_loop.epoch_loop._results
+        for key, saved in self._partial.items():
+            metric = results.get(key)
+            if metric is None:
+                continue
+            value = saved["value"].to(metric.value.device)
+            if metric.meta.is_mean_reduction:  # value holds the batch-size-weighted sum
+                metric.value = metric.value + value
+                metric.cumulated_batch_size = metric.cumulated_batch_size + saved["batch_size"].to(value.device)
+            elif metric.meta.is_sum_reduction:
+                metric.value = metric.value + value
+            elif metric.meta.is_max_reduction:
+                metric.value = torch.maximum(metric.value, value)
+            elif metric.meta.is_min_reduction:
+                metric.value = torch.minimum(metric.value, value)
+        self._partial = None
+
+
+def _epoch_over(trainer) -> bool:
+    """True once every training batch of the current epoch has run (a checkpoint then belongs to the epoch's end)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed >= trainer.num_training_batches
+
+
+class _StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for mid-epoch saves: none after an epoch's last batch, whose checkpoint is the epoch's own."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not _epoch_over(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def step_checkpoint(folder: Path, every: DictConfig | dict | None) -> ModelCheckpoint | None:
+    """The mid-epoch checkpoint ``step-latest.ckpt`` in `folder`, replaced every ``every.steps`` training steps or,
+    when steps is null, every ``every.minutes`` minutes of training; None when both are null."""
+    steps = every.get("steps") if every else None
+    minutes = every.get("minutes") if every else None
+    if steps is None and minutes is None:
+        return None
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"checkpoint_every.steps={steps!r}: expected a positive whole number of steps, or null")
+    if steps is None and (not isinstance(minutes, (int, float)) or minutes <= 0):
+        raise ConfigError(f"checkpoint_every.minutes={minutes!r}: expected a positive number of minutes, or null")
+    return _StepCheckpoint(
+        dirpath=folder,
+        filename=STEP_CHECKPOINT,
+        save_top_k=1,
+        every_n_train_steps=steps,
+        train_time_interval=None if steps is not None else timedelta(minutes=float(minutes)),
+        enable_version_counter=False,
+    )
+
+
+def resume_callbacks(folder: Path, every: DictConfig | dict | None) -> list[Callback]:
+    """The callbacks every experiment adds to its Trainer: `ResumeState` and the mid-epoch checkpoint."""
+    step = step_checkpoint(folder, every)
+    return [ResumeState()] + ([step] if step is not None else [])

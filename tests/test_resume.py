@@ -1,0 +1,169 @@
+"""Crash and resume: checkpoints are atomic, resume=auto skips damaged ones, and a training process killed with
+SIGKILL mid-epoch and resumed ends with the same metrics, in the same MLflow run, as the run left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableDataLoader,
+    newest_intact,
+    read_record,
+    resolve_resume,
+)
+from affectlab.lab.config import ConfigError, load_config
+from affectlab.lab.raer import run
+from conftest import ROOT, TINY_RUN
+
+STEPS_PER_EPOCH = 4  # 30 training clips (40 minus the validation quarter) in batches of 8
+RESUME_RUN = [*TINY_RUN, "trainer.max_epochs=3", "checkpoint_every.steps=1"]
+
+
+def save(folder: Path, name: str, step: int) -> Path:
+    path = folder / name
+    AtomicCheckpointIO().save_checkpoint({"global_step": step, "epoch": 0, "weights": torch.arange(1000)}, path)
+    return path
+
+
+def test_checkpoint_is_written_atomically_with_its_record(tmp_path):
+    path = save(tmp_path, "last.ckpt", 3)
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("the process dies here, in the middle of writing")
+
+    with pytest.raises(RuntimeError, match="middle of writing"):
+        AtomicCheckpointIO().save_checkpoint({"global_step": 4, "bad": Unpicklable()}, path)
+    assert path.read_bytes() == before  # the previous checkpoint is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.ckpt.json"]  # no scratch file left
+    record = read_record(path)
+    assert record["bytes"] == len(before) and record["global_step"] == 3
+
+
+def test_resume_auto_skips_a_damaged_checkpoint(tmp_path):
+    run_dir = tmp_path / "20260101-000000-1"
+    older = save(run_dir, "last.ckpt", 4)
+    time.sleep(0.01)
+    newer = save(run_dir, "step-latest.ckpt", 6)
+    assert newest_intact(tmp_path) == newer
+    with newer.open("r+b") as handle:  # a disk that lost the end of the file
+        handle.truncate(newer.stat().st_size // 2)
+    with pytest.warns(UserWarning, match=r"skipping the damaged checkpoint .*step-latest.ckpt: its size or SHA-256"):
+        assert resolve_resume("auto", tmp_path) == str(older)
+    with pytest.raises(ConfigError, match="cannot resume from it"):
+        resolve_resume(str(newer), tmp_path)
+    # a checkpoint without a record (written elsewhere) is accepted when it loads, skipped when it does not
+    newer.with_name("step-latest.ckpt.json").unlink()
+    with pytest.warns(UserWarning, match="it does not load"):
+        assert newest_intact(tmp_path) == older
+
+
+def test_loader_resumes_mid_epoch_with_the_same_batches_and_random_draws():
+    """Lightning prefetches one batch: the state saved after training batch k must replay batch k+1 identically."""
+    data = torch.arange(20)
+
+    def draws(loader, count):
+        return [(batch.tolist(), torch.rand(1).item()) for batch, _ in zip(loader, range(count))]
+
+    torch.manual_seed(0)
+    alone = ResumableDataLoader(data, batch_size=3, shuffle=True)
+    expected = draws(alone, 7) + draws(alone, 7)  # two epochs
+
+    torch.manual_seed(0)
+    first = ResumableDataLoader(data, batch_size=3, shuffle=True)
+    iterator = iter(first)
+    seen = [(next(iterator).tolist(), torch.rand(1).item()) for _ in range(3)]
+    next(iterator)  # Lightning's prefetch of batch 3, not trained
+    first.trained = 3
+    state = first.state_dict()
+
+    torch.manual_seed(123)  # a fresh process: other generator states
+    second = ResumableDataLoader(data, batch_size=3, shuffle=True)
+    second.load_state_dict(state)
+    rest = [(batch.tolist(), torch.rand(1).item()) for batch in second]
+    assert seen + rest + draws(second, 7) == expected
+
+
+def raer_command(workdir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "experiments" / "raer.py"), *RESUME_RUN,
+        f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir / 'ckpt'}", *extra,
+    ]
+
+
+def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
+    """Metric values by step (a step logged twice, before a kill and after the resume, keeps its last value)."""
+    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
+
+
+def only_run(uri: str):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
+    assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}"
+    return client, runs[0]
+
+
+def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    killed_dir, alone_dir = tmp_path / "killed", tmp_path / "alone"
+    killed_dir.mkdir()
+    alone_dir.mkdir()
+    started = time.monotonic()
+
+    # the same run left alone (in this process, sharing nothing with the other two)
+    monkeypatch.chdir(alone_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri_alone = f"sqlite:///{alone_dir / 'mlflow.db'}"
+    run(load_config("raer", [*RESUME_RUN, f"mlflow.tracking_uri={uri_alone}", f"checkpoint_dir={alone_dir / 'ckpt'}"],
+                    environ={}))
+
+    # kill -9 as soon as a checkpoint of the second epoch's first step is on disk
+    process = subprocess.Popen(raer_command(killed_dir), cwd=killed_dir, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        records = [read_record(p) for p in (killed_dir / "ckpt").glob("*/step-latest.ckpt")]
+        if any(r and r["global_step"] >= STEPS_PER_EPOCH + 1 for r in records):
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+    target = newest_intact(killed_dir / "ckpt")
+    record = read_record(target)
+    print(f"killed; resuming from {target.name} at step {record['global_step']} (epoch {record['epoch']})")
+    assert target.name == "step-latest.ckpt" and record["global_step"] % STEPS_PER_EPOCH != 0, record  # mid-epoch
+    client, before = only_run(f"sqlite:///{killed_dir / 'mlflow.db'}")
+    assert before.info.status == "RUNNING" and record["mlflow_run_id"] == before.info.run_id
+
+    done = subprocess.run(raer_command(killed_dir, "resume=auto"), cwd=killed_dir, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-5000:]
+    print(f"three runs in {time.monotonic() - started:.1f} s")
+
+    # (a) the same MLflow run continued and finished
+    client, resumed = only_run(f"sqlite:///{killed_dir / 'mlflow.db'}")
+    assert resumed.info.run_id == before.info.run_id and resumed.info.status == "FINISHED"
+    # (b) the same metrics as the run left alone: every epoch's curve, and the test results of the best epoch
+    alone_client, alone = only_run(uri_alone)
+    for name in ("train/loss", "val/uar", "val/war", "val/f1_macro"):
+        curve = history(client, resumed.info.run_id, name)
+        assert len(curve) == 3 and curve == history(alone_client, alone.info.run_id, name), name
+    tests = {k: v for k, v in alone.data.metrics.items() if k.startswith("test/")}
+    assert len(tests) > 10
+    assert {k: resumed.data.metrics.get(k) for k in tests} == tests
