@@ -6,7 +6,8 @@ batch 2 on CPU); ``AFFECTLAB_BENCH_SHAPE=affectlab-tiny`` the tiny CPU model of 
 timed steps (the fastest is reported; the FLOP-counting step before them is the warm-up).
 
 Printed, for ``32-true`` and ``bf16-mixed`` (torch.autocast on the CPU, bfloat16):
-- training step (forward + backward + SGD step) in clips/s, and bf16-mixed / 32-true;
+- training step (forward + backward + SGD step) in clips per CPU-second (and the wall-clock seconds), and
+  bf16-mixed / 32-true; every time is CPU time of the computing thread, so other jobs on a shared machine cancel out;
 - the roofline: FLOPs per clip (forward + backward, counted by torch.utils.flop_counter.FlopCounterMode: matrix
   multiplies, convolutions and attention) divided by the machine's measured float32 / bfloat16 torch.mm rate gives
   the fastest possible clips/s; the achieved fraction of it;
@@ -21,28 +22,29 @@ And the hot-path choices, each against its baseline in the same run (see notes).
     AFFECTLAB_BENCH_SHAPE=affectlab-tiny OMP_NUM_THREADS=1 uv run pytest -s benchmarks/test_train_step_speed.py
 
 Notes (2 Xeon cores @ 2.5 GHz with avx512 but no avx512_bf16/AMX, 1 torch thread, shared with up to 8 other jobs:
-load average 5-18 during these runs, so a run's absolute figures vary 3-8x; the torch.mm rate is measured in the
-same run, so the achieved fraction is the steadier figure). Before -> after, forward + backward, 32-true:
+load average 5-21 during these runs; CPU-time figures are from the run at 16:10 UTC, wall-clock ones vary 3-8x).
+Before -> after, forward + backward, 32-true, affectlab-tiny, CPU time:
 - One pass of the shared image encoder over face and context frames: already the implementation
-  (tests/test_models.py::test_single_pass_encoder_matches_two_passes). Against two passes (one per stream),
-  affectlab-tiny, 8 frames/stream: 460 -> 449 ms, 598 -> 669 ms, 490 -> 515 ms in three runs: no difference beyond
-  the noise on CPU, where one stream's 128 frames already fill the GEMMs (on a GPU one launch sequence instead of two).
+  (tests/test_models.py::test_single_pass_encoder_matches_two_passes). Against two passes (one per stream), 8
+  frames of one clip per stream: 37.2 -> 29.3 ms (1.27x).
 - Fused attention: already in place. nn.TransformerEncoderLayer (temporal transformer) and open_clip's ViT/text
   blocks call nn.MultiheadAttention with need_weights=False, which runs F.scaled_dot_product_attention. Against the
-  unfused softmax(QK^T/sqrt(d))V: temporal-transformer shape [8, 8, 9, 8] 6.33 -> 3.08, 1.62 -> 0.65, 2.06 -> 1.12 ms
-  (1.8-2.5x); tiny ViT shape [128, 2, 37, 32] 0.91-0.99x (no gain at 37 tokens).
+  unfused softmax(QK^T/sqrt(d))V: temporal-transformer shape [8, 8, 9, 8] 2.13 -> 1.12 ms (1.89x); tiny ViT shape
+  [128, 2, 37, 32] 16.1 -> 14.0 ms (1.15x).
 - New: the text encoder reads only the positions up to the longest prompt's EOS (the causal mask keeps later
-  positions from changing it): 52 of 77 for RAER's five descriptors with 8 context words; tiny model 72.9 -> 23.2 ms
-  (3.1x) and 311 -> 268 ms (1.16x) in two runs; the same features and gradients (tests/test_train_step.py).
+  positions from changing it): 52 of 77 for RAER's five descriptors with 8 context words, 18.5 -> 15.3 ms (1.21x);
+  the same features and gradients (tests/test_train_step.py).
 - New: with no gradient reaching the prompts (evaluation, learnable_ctx=false) the class features are computed once
   and kept until a weight changes, so evaluation runs the text encoder once per epoch instead of once per batch.
 - No host-device syncs in the step: the prompt length is computed once per token-id buffer, not per step
   (`int(tokens.argmax().max())` would wait for the GPU every step); no .item()/.cpu() in ClipCaer's forward.
+- Roofline, tiny: 32-true 39.5 clips per CPU-second = 19.5% of the limit from the measured float32 mm rate (80 GFLOP
+  per CPU-second): GEMMs of 37 tokens x 64 wide are bound by per-op overhead, not FLOPs. ViT-B-32: 850.5 GFLOP per
+  clip (forward + backward), limit 0.094 clips per CPU-second at 80 GFLOP/s; see helper H3's report for the step.
 - bf16-mixed: this CPU has no bfloat16 matrix units, so oneDNN widens to float32 inside every bfloat16 GEMM: torch.mm
-  runs at ~1/4-1/5 of float32 (8.8 vs 44 GFLOP/s on an idle moment) and bf16-mixed trains at 0.25-0.39x of 32-true
-  (tiny). The issue's >= 1.5x needs avx512_bf16/AMX (Sapphire Rapids or later) or a GPU; not reachable here.
-- Roofline, tiny: 32-true achieves 18-19% of the measured float32 mm rate (small GEMMs, 37 tokens of width 64: the
-  step is bound by per-op overhead, not FLOPs); ViT-B-32: see helper H3's report.
+  bf16 runs at 23 vs 80 GFLOP per CPU-second, and bf16-mixed trains at 0.31x of 32-true (tiny; 12.2 clips per
+  CPU-second, 20.9% of its own roofline). The issue's >= 1.5x and >= 50% need avx512_bf16/AMX or a GPU.
+- Peak memory, tiny batch 8: 890 MiB resident, +71 MiB during a 32-true step (+54 MiB bf16-mixed).
 """
 
 from __future__ import annotations
@@ -79,16 +81,17 @@ LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("li
 LR = {"temporal": 1e-2, "image_encoder": 1e-5, "prompt": 1e-3, "projection": 1e-2}  # the paper's SGD
 
 
+def cpu_seconds() -> float:
+    """CPU time of the computing threads: on a shared machine the wall clock also counts other jobs' turns on the
+    core, CPU time only this process' work (with one torch thread, that of the main thread alone)."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.process_time()
+
+
 def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
-    """The machine's measured torch.mm rate (FLOP/s) in `dtype` on square matrices, best of `repeats`."""
+    """The machine's measured torch.mm rate (FLOP per CPU-second) in `dtype` on square matrices, best of `repeats`."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return 2 * size**3 / min(timed(lambda: torch.mm(a, b))[1] for _ in range(repeats))
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +123,12 @@ def seconds_per_call(fn, calls: int, warm_up: bool = True) -> float:
     False: the other jobs on a shared machine only ever add time."""
     if warm_up:
         fn()
-    return min(timed(fn)[0] for _ in range(calls))
+    return min(timed(fn)[1] for _ in range(calls))
 
 
-def timed(fn) -> tuple[float, float, float]:
-    """(seconds of one `fn` call, its peak resident MiB, of which above the level just before it); the resident set
-    size is sampled every 2 ms, after malloc_trim has handed back what the allocator kept from earlier steps."""
+def timed(fn) -> tuple[float, float, float, float]:
+    """(wall seconds of one `fn` call, its CPU seconds, its peak resident MiB, of which above the level just before
+    it); the resident set size is sampled every 2 ms, after malloc_trim has handed back what the allocator kept."""
     process = psutil.Process()
     if LIBC is not None:
         LIBC.malloc_trim(0)
@@ -141,13 +144,13 @@ def timed(fn) -> tuple[float, float, float]:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         fn()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     finally:
         done.set()
         sampler.join()
-    return seconds, peak[0] / 2**20, (peak[0] - before) / 2**20
+    return seconds, cpu, peak[0] / 2**20, (peak[0] - before) / 2**20
 
 
 def loader_rate(dataset, workers: int) -> float:
@@ -179,18 +182,19 @@ def test_train_step_against_roofline(model, tmp_path):
     results = {}
     for precision, dtype in PRECISIONS.items():
         steps = [timed(lambda: train_step(net, optimizer, batch, dtype)) for _ in range(STEPS)]
-        seconds, total_mib, step_mib = min(steps)[0], max(s[1] for s in steps), max(s[2] for s in steps)
-        clips = BATCH / seconds
+        seconds, cpu = min(s[0] for s in steps), min(s[1] for s in steps)
+        total_mib, step_mib = max(s[2] for s in steps), max(s[3] for s in steps)
+        clips = BATCH / cpu
         limit = rates[precision] / flops_per_clip
         with torch.inference_mode():
             net.eval()
             eval_seconds = seconds_per_call(lambda: _forward(net, batch, dtype), STEPS, warm_up=False)
             net.train()
         results[precision] = clips
-        print(f"  train {precision:10s} {clips:7.3f} clips/s ({seconds:6.2f} s/step); roofline "
+        print(f"  train {precision:10s} {clips:7.3f} clips per CPU-s ({cpu:6.2f} CPU-s, {seconds:6.2f} s wall/step); roofline "
               f"{rates[precision] / 1e9:6.1f} GFLOP/s mm -> {limit:7.3f} clips/s, achieved {clips / limit:5.1%}; "
               f"peak RSS {total_mib:6.0f} MiB (+{step_mib:5.0f} MiB in the step); "
-              f"eval {BATCH / eval_seconds:7.3f} clips/s")
+              f"eval {BATCH / eval_seconds:7.3f} clips per CPU-s")
     ratio = results["bf16-mixed"] / results["32-true"]
     print(f"  bf16-mixed / 32-true = {ratio:.2f}x (issue's target: >= 1.5x, and >= 50% of the bf16 roofline)")
 
@@ -203,7 +207,7 @@ def test_train_step_against_roofline(model, tmp_path):
                          cache=write_crop_cache(dataset, tmp_path / "crops"))
     jpeg_rate, cache_rate = loader_rate(dataset, workers), loader_rate(cached, workers)
     bound = "the loader" if jpeg_rate < results["32-true"] else "the model"
-    print(f"  data loader, {workers} worker(s), synthetic RAER 160x120 JPEG frames: {jpeg_rate:7.1f} clips/s; crop "
+    print(f"  data loader, {workers} worker(s), synthetic RAER 160x120 JPEG frames: {jpeg_rate:7.1f} clips/s wall; crop "
           f"cache {cache_rate:7.1f} clips/s -> a 32-true run is bound by {bound}")
 
     hot_path(net, batch)
@@ -242,7 +246,7 @@ def hot_path(net: ClipCaer, batch: dict) -> None:
     for name, baseline, ours in (("image encoder, two passes -> one pass", two_passes, one_pass),
                                  (f"text encoder, 77 -> {net.text_positions()} positions", full_text, cut_text)):
         before, after = seconds_per_call(baseline, STEPS), seconds_per_call(ours, STEPS)
-        print(f"    {name:45s} {before * 1e3:9.1f} ms -> {after * 1e3:9.1f} ms ({before / after:4.2f}x)")
+        print(f"    {name:45s} {before * 1e3:9.1f} ms -> {after * 1e3:9.1f} ms CPU ({before / after:4.2f}x)")
 
     vision = net.image_encoder
     width = vision.transformer.width
@@ -263,5 +267,5 @@ def hot_path(net: ClipCaer, batch: dict) -> None:
             F.scaled_dot_product_attention(q, k, v).sum().backward()
 
         before, after = seconds_per_call(unfused, 5 * STEPS), seconds_per_call(fused, 5 * STEPS)
-        print(f"    {name + ' ' + str(list(shape)):45s} {before * 1e3:9.2f} ms -> {after * 1e3:9.2f} ms "
+        print(f"    {name + ' ' + str(list(shape)):45s} {before * 1e3:9.2f} ms -> {after * 1e3:9.2f} ms CPU "
               f"({before / after:4.2f}x) unfused -> F.scaled_dot_product_attention")
