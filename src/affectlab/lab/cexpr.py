@@ -215,7 +215,7 @@ def basic_training_set(videos: Sequence[WindowedVideo], segments: Segments) -> t
     return Segments(tuple(np.asarray(segments.ids)[keep]), segments.probs[keep], segments.present[keep]), labels[keep]
 
 
-# --- modalities computed by the run (from frames or texts), cached as tables -------------------------------------------
+# --- modalities computed by the run (from frames or texts), cached as tables -----------------------------------------
 
 VISUAL_MODALITIES = ("zero_shot_clip", "static_face", "dynamic_face")
 COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
@@ -315,7 +315,7 @@ def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch
 
 
 def video_folds(videos: Sequence[WindowedVideo], folds: int, seed: int) -> np.ndarray:
-    """The cross-fitting fold of every window: whole videos (their windows overlap) dealt round-robin after a shuffle."""
+    """The cross-fitting fold of every window: whole videos (their windows overlap), dealt round-robin, shuffled."""
     order = np.random.default_rng(seed).permutation(len(videos))
     fold_of_video = np.empty(len(videos), dtype=np.int64)
     fold_of_video[order] = np.arange(len(videos)) % folds
@@ -330,8 +330,9 @@ def text_tables_of(root: Path, halves: Sequence[str], configured: Sequence[str] 
     for name in names:
         lacking = [half for half, stems in zip(halves, found) if name not in stems]
         if lacking:
-            raise ConfigError(f"text.modalities has {name!r} but {[str(root / h / 'texts' / f'{name}.csv') for h in lacking]}"
-                              " do not exist; expected a text table (segment_id,text) in every half")
+            missing = [str(root / half / "texts" / f"{name}.csv") for half in lacking]
+            raise ConfigError(f"text.modalities has {name!r} but {missing} do not exist; expected a text table "
+                              "(segment_id,text) in every half")
     return {name: {half: root / half / "texts" / f"{name}.csv" for half in halves} for name in names}
 
 
