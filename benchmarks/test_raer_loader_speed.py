@@ -23,11 +23,14 @@ Measured on the 2-core machine shared with other jobs (load average 15-20 during
 frames / naive sampled, 1 worker; 2 workers:
   before (float32 crops normalised in the worker, [N, S, S, 3] cache, PIL letterbox without reducing_gap; rates
   including worker start-up):
-    crop cache 18.2x / 6.5x; 13.7x / 8.7x    JPEG 2.8x / 1.1x; 2.7x / 1.6x    video 1.5x; 1.3x (all frames only)
+    crop cache 18.2x; 13.7x / 6.5-8.7x    JPEG 2.8x; 2.7x / 1.1-1.6x    video 1.5x; 1.3x (against all frames)
   after (uint8 through the workers, normalised on the device; [N, 3, S, S] cache read 16 frames at once;
   reducing_gap=2; steady state), 2026-11-26 16:06 UTC:
     crop cache 108x / 43x; 88x / 30x    JPEG 3.5x / 1.4x; 4.5x / 1.5x    video 1.5x / 0.6x; 1.7x / 0.6x
     with the normalisation on the CPU in the main process: crop cache 68x / 27x; 49x / 17x, JPEG 4.1x / 1.6x; 3.9x / 1.3x
+  again at 16:18 UTC (load 11-18):
+    crop cache 86x / 29x; 118x / 44x    JPEG 3.9x / 1.3x; 2.9x / 1.1x    video 1.7x / 0.6x; 1.3x / 0.5x
+    with the normalisation on the CPU in the main process: crop cache 60x / 20x; 40x / 15x, JPEG 5.7x / 1.9x; 3.1x / 1.2x
   The uncached JPEG path stays under 2x the sampled baseline: both decode each sampled 1920x1080 frame in full (the
   face crops, ~350 px, leave no room for a 1/2-scale DCT decode), and that decode (Huffman-bound) is about two thirds
   of the baseline's time per frame; decord decodes the Motion-JPEG video about 2x slower per frame than PIL.
