@@ -116,11 +116,43 @@ def test_trainer_arguments_make_16_mixed_real_on_the_cpu():
     assert trainer_arguments({"accelerator": "cpu", "precision": "bf16-mixed"})["precision"] == "bf16-mixed"
 
 
+@pytest.mark.timeout(600)
 def test_console_script_exits_2_without_a_traceback(marker_script):
     script, marker = marker_script
     lightning = str(Path(sys.executable).parent / "lightning")
     done = subprocess.run([lightning, "run", "--num-nodes", "2", "--node-rank", "3", str(script)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=540)
     assert done.returncode == 2
     assert "lightning run: error: --node-rank 3: outside the 2 node(s)" in done.stderr
     assert "Traceback" not in done.stderr and not marker.exists()
+
+
+# --- mixed precision on the CPU, through the flag `lightning run --precision P` (its LT_PRECISION variable) ---
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("flag", "dtype"), [("bf16-mixed", "bfloat16"), ("16-mixed", "float16")])
+def test_mixed_precision_trains_on_the_cpu(flag, dtype, workdir, monkeypatch):
+    import torch
+
+    from affectlab.lab import raer
+    from affectlab.lab.config import load_config
+    from conftest import TINY_RUN
+
+    seen: set[torch.dtype] = set()
+    build_net = raer.build_net
+
+    def observed(cfg):  # the real network, with a hook that records what its projection computes in
+        net, classes, inputs = build_net(cfg)
+        net.projection.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+        return net, classes, inputs
+
+    monkeypatch.setattr(raer, "build_net", observed)
+    cfg = load_config("raer", [*TINY_RUN, "data.synthetic.num_train=20", "data.synthetic.num_test=10",
+                               f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir}/ckpt"],
+                      environ={"LT_PRECISION": flag, "LT_ACCELERATOR": "cpu"})
+    assert cfg.trainer.precision == flag
+    metrics = raer.run(cfg)
+    assert seen == {getattr(torch, dtype)}, seen  # autocast in that dtype, not a silent fall-back to another
+    assert 0.0 <= metrics["test/uar"] <= 1.0
