@@ -13,7 +13,7 @@ import torch
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.modality_tables import read_modality_table, read_text_table, write_text_table
 from affectlab.lab.cexpr import main, resolve_root
-from affectlab.lab.config import load_config
+from affectlab.lab.config import ConfigError, load_config
 from affectlab.models.errors import ModelError
 from affectlab.models.text_emotion import BASIC_EMOTIONS, basic_mapping, load_text_emotion_classifier
 
@@ -120,3 +120,8 @@ def test_experiment_classifies_the_scene_and_transcript_texts(workdir, ekman_cla
         assert set(table.segment_ids) == set(texts)
         assert np.array_equal(table.present, np.array([bool(texts[s]) for s in table.segment_ids]))
         assert not table.present.all() and table.present.any()
+
+
+def test_a_text_modality_without_its_texts_is_a_config_error(workdir):
+    with pytest.raises(ConfigError, match=r"text.modalities has 'speech' but \[.*texts/speech.csv.*\] do not exist"):
+        main([*TINY, "text.modalities=[speech]"])
