@@ -115,6 +115,7 @@ def only_run(uri: str):
     return client, runs[0]
 
 
+@pytest.mark.slow  # real processes: two training runs started and one killed
 def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)

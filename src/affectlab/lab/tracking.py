@@ -136,7 +136,7 @@ class ResilientClient:
                  spool_dir: Path | None = None):
         self._client = client
         self.retry_seconds, self.wait_at_end = float(retry_seconds), float(wait_at_end)
-        self._gave_up = False  # the server did not come back within wait_at_end once: later closes do not wait
+        self._gave_up = False  # the server did not come back within wait_at_end: no more resending, no more waiting
         self.spool_dir = Path(spool_dir or Path.cwd() / PENDING_DIR).resolve()
         self.spool_file: Path | None = None
         self._queue: list[tuple[int, str, dict]] = []  # (sequence number, method, arguments)
@@ -148,6 +148,8 @@ class ResilientClient:
         self.queued_total = 0
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_client":  # copy/pickle probing a half-built object
+            raise AttributeError(name)
         attribute = getattr(self._client, name)
         if name in self.WRITES:
             signature = inspect.signature(attribute)
@@ -218,7 +220,7 @@ class ResilientClient:
     def _send_queued(self) -> None:
         while True:
             with self._lock:
-                if not self._queue:
+                if not self._queue or self._gave_up:  # given up: what is left stays in the spool file only
                     self._sender = None
                     return
                 sequence, name, arguments = self._queue[0]
