@@ -40,10 +40,15 @@ Before -> after, forward + backward, 32-true, affectlab-tiny, CPU time:
   (`int(tokens.argmax().max())` would wait for the GPU every step); no .item()/.cpu() in ClipCaer's forward.
 - Roofline, tiny: 32-true 39.5 clips per CPU-second = 19.5% of the limit from the measured float32 mm rate (80 GFLOP
   per CPU-second): GEMMs of 37 tokens x 64 wide are bound by per-op overhead, not FLOPs. ViT-B-32: 850.5 GFLOP per
-  clip (forward + backward), limit 0.094 clips per CPU-second at 80 GFLOP/s; see helper H3's report for the step.
+  clip (forward + backward). ViT-B-32, batch 2, 16 frames x 2 streams, one step each (16:20 UTC, the benchmark's
+  functions run step by step because a full run did not finish on the loaded machine): 32-true 27.3 CPU-s per step
+  = 0.0734 clips per CPU-second, 80.1% of its roofline (77.9 GFLOP per CPU-second -> 0.0916); bf16-mixed 97.2 CPU-s
+  = 0.0206 clips per CPU-second, 0.28x of 32-true, 82.7% of its roofline (21.1 GFLOP/s -> 0.0249). Evaluation:
+  0.224 (32-true) and 0.054 (bf16) clips per CPU-second. Peak memory: 3.8 GiB resident, +2.3 GiB during a 32-true
+  step (+1.0 GiB bf16-mixed). A step is bound by GEMMs, the loader (tens of clips/s) is far from bounding it.
 - bf16-mixed: this CPU has no bfloat16 matrix units, so oneDNN widens to float32 inside every bfloat16 GEMM: torch.mm
-  bf16 runs at 23 vs 80 GFLOP per CPU-second, and bf16-mixed trains at 0.31x of 32-true (tiny; 12.2 clips per
-  CPU-second, 20.9% of its own roofline). The issue's >= 1.5x and >= 50% need avx512_bf16/AMX or a GPU.
+  bf16 runs at 21-23 vs 78-80 GFLOP per CPU-second, and bf16-mixed trains at 0.28x (ViT-B-32) / 0.31x (tiny) of
+  32-true. The issue's >= 1.5x needs avx512_bf16/AMX or a GPU; >= 50% of the bf16 roofline is met at ViT-B-32 (83%).
 - Peak memory, tiny batch 8: 890 MiB resident, +71 MiB during a 32-true step (+54 MiB bf16-mixed).
 """
 
