@@ -248,7 +248,7 @@ class ResilientClient:
 
     def close(self) -> None:
         """At the end of a run: wait for the server, then say where anything unsent is and how to import it."""
-        if self.spool_file is None:
+        if self.spool_file is None or not self.spool_file.exists():  # nothing queued, or imported already
             return
         if self.flush(0.0 if self._gave_up else self.wait_at_end):
             if self.spool_file.exists():
