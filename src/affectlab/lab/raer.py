@@ -416,6 +416,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         save_last=True,
     )
     trainer_kwargs = trainer_arguments(OmegaConf.to_container(cfg.trainer, resolve=True))  # checked, 16-mixed on CPU
+    plugins = trainer_kwargs.pop("plugins", [])  # 16-mixed on the CPU is a precision plugin
     callbacks = [checkpoints, *resume_callbacks(folder, cfg.checkpoint_every)]  # + mid-epoch checkpoints
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
@@ -425,7 +426,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         **trainer_kwargs,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
+        plugins=[*plugins, AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the datamodule shards itself, without counting padding twice
     )
     if trainer.is_global_zero and not run_id:
