@@ -66,14 +66,8 @@ def test_training_survives_a_server_outage_and_every_metric_arrives(tmp_path):
         assert training.poll() is None, "the outage stopped the training: " + log.read_text()[-3000:]
         server = start_server(tmp_path, port)  # back, on the same port with the same store
         assert training.wait(timeout=1800) == 0, log.read_text()[-5000:]
-    finally:
-        if training.poll() is None:
-            training.kill()
-        stop_server(server)
 
-    server = start_server(tmp_path, port)
-    try:
-        client = MlflowClient(uri)
+        client = MlflowClient(uri)  # read back from the server that came back
         runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
         assert len(runs) == 1
         logged = runs[0]
@@ -88,6 +82,8 @@ def test_training_survives_a_server_outage_and_every_metric_arrives(tmp_path):
         assert {"config.yaml", "confusion_matrix.png", "checkpoints"} <= names
         assert not list((workdir / PENDING_DIR).glob("*.jsonl"))  # everything was sent: nothing left to import
     finally:
+        if training.poll() is None:
+            training.kill()
         stop_server(server)
 
 

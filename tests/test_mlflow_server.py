@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -27,8 +28,10 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
     log = folder / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
+    # no background job runners: the server would start seven huey worker processes, each importing mlflow
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("ab") as handle:
-        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 600  # generous: on a loaded machine importing mlflow alone takes a minute
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.lab.config import load_config
 from affectlab.lab.raer import build_net, run
-from conftest import ROOT, TINY_RUN, free_port
+from conftest import TINY_RUN
 
 CLASSES = ["Neutrality", "Enjoyment", "Confusion", "Fatigue", "Distraction"]
 
@@ -96,28 +93,3 @@ def test_pretrained_weights_from_a_saved_file(workdir):
     loaded, _, clip2 = build_net(tiny_cfg(workdir, f"model.pretrained={weights}"))
     for (name, a), b in zip(clip.model.state_dict().items(), clip2.model.state_dict().values()):
         assert torch.equal(a, b), name
-
-
-def launch(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    command = [
-        str(Path(sys.executable).parent / "lightning"),
-        "run",
-        str(ROOT / "experiments" / "raer.py"),
-        *args,
-        *TINY_RUN,
-        f"mlflow.tracking_uri={uri}",
-        f"checkpoint_dir={workdir}/ckpt",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return done
-
-
-def test_lightning_run_with_two_processes_logs_one_run(workdir):
-    done = launch(workdir, "--accelerator", "cpu", "--devices", "2", "--main-port", str(free_port()))
-    client, logged = only_run(workdir)
-    assert "test/uar" in logged.data.metrics
-    assert logged.data.params["trainer.devices"] == "2"
-    assert "distributed_backend=gloo" in done.stderr + done.stdout
