@@ -71,19 +71,12 @@ class TextClassifier(nn.Module):
         return torch.cat(outputs)
 
 
-def _require_peft() -> None:
-    if importlib.util.find_spec("peft") is None:
-        raise ModelError("LoRA (model.text.lora) needs the 'peft' package, which is not installed; install peft "
-                         "(uv add peft) or set the lora option to null to fine-tune the whole model")
-
-
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 
 
 def _apply_lora(model: nn.Module, lora: Mapping) -> nn.Module:
     """LoRA adapters on ``target_modules`` (None: peft's default for the architecture, e.g. q_proj and v_proj for
     Llama and Qwen3, query and value for BERT); peft's sequence-classification task also trains the new head."""
-    _require_peft()
     import peft
 
     unknown = sorted(set(lora) - set(LORA_KEYS))
@@ -113,8 +106,6 @@ def create_text_classifier(name_or_path: str, num_classes: int, *, random_config
     built from that config with random weights, keeping the named model's tokenizer.
     lora: ``{"r", "alpha", "dropout", "target_modules"}`` to train LoRA adapters (and the head) only, through peft.
     """
-    if lora:
-        _require_peft()  # before any loading: a missing peft is the first thing to hear about
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_model(name_or_path)
