@@ -27,23 +27,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from affectlab.datasets.affwild2 import AFEW_FOLDERS, AFFWILD2_EXPRESSIONS
-from affectlab.datasets.cexpr import CEXPR_CLASSES, HEADER, OTHER, segment_windows, window_id
+from affectlab.datasets.cexpr import CEXPR_CLASSES, COMPOUND_PAIRS, HEADER, OTHER, segment_windows, window_id
 from affectlab.datasets.modality_tables import write_modality_table, write_text_table
 from affectlab.datasets.generated import generate_once
 from affectlab.datasets.video import write_mjpeg_avi
 
 GENERATOR_VERSION = 5
 
-# each compound's two basic emotions, as indices into AFFWILD2_EXPRESSIONS (C-EXPR-DB order, without Other)
-_PAIRS = {
-    "Fearfully Surprised": ("Fear", "Surprise"),
-    "Happily Surprised": ("Happiness", "Surprise"),
-    "Sadly Surprised": ("Sadness", "Surprise"),
-    "Disgustedly Surprised": ("Disgust", "Surprise"),
-    "Angrily Surprised": ("Anger", "Surprise"),
-    "Sadly Fearful": ("Sadness", "Fear"),
-    "Sadly Angry": ("Sadness", "Anger"),
-}
 # per modality: how strongly it sees each basic emotion (AffWild2 order), its noise, how often it has nothing
 MODALITIES: dict[str, dict] = {
     "scene_text": {"gain": (2, 1, 1, 1, 5, 5, 1, 1), "noise": 1.0, "missing": 0.05},
@@ -89,7 +79,7 @@ def make_synthetic_cexpr(
         num_frames = int(rng.uniform(*seconds) * fps)
         rows, labels = _compound_timeline(num_frames, fps, rng, first_video=v == 1)
         _write_annotation(cexpr / "annotation" / f"{name}.csv", rows)
-        faces = [_PAIRS.get(CEXPR_CLASSES[label], ()) if label >= 0 else () for label in labels.tolist()]
+        faces = [COMPOUND_PAIRS.get(CEXPR_CLASSES[label], ()) if label >= 0 else () for label in labels.tolist()]
         _write_video(cexpr / "videos" / f"{name}.avi", faces, fps, frame_size, rng)
         for k, (start, end) in enumerate(segment_windows(num_frames, fps)):
             window_ids.append(window_id(name, k))
@@ -182,7 +172,7 @@ def _basic_mix(frame_labels: np.ndarray) -> np.ndarray:
         elif label == OTHER:
             mix[AFFWILD2_EXPRESSIONS.index("Other")] += 1
         else:
-            for emotion in _PAIRS[CEXPR_CLASSES[label]]:
+            for emotion in COMPOUND_PAIRS[CEXPR_CLASSES[label]]:
                 mix[AFFWILD2_EXPRESSIONS.index(emotion)] += 0.5
     return mix / max(len(frame_labels), 1)
 

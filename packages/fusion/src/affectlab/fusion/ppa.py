@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# AffWild2's label order
-BASIC_EMOTIONS: tuple[str, ...] = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
-# C-EXPR-DB's class order, each with its two basic emotions
-COMPOUND_PAIRS: dict[str, tuple[str, str]] = {
-    "Fearfully Surprised": ("Fear", "Surprise"),
-    "Happily Surprised": ("Happiness", "Surprise"),
-    "Sadly Surprised": ("Sadness", "Surprise"),
-    "Disgustedly Surprised": ("Disgust", "Surprise"),
-    "Angrily Surprised": ("Anger", "Surprise"),
-    "Sadly Fearful": ("Sadness", "Fear"),
-    "Sadly Angry": ("Sadness", "Anger"),
-}
+from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS
+from affectlab.datasets.cexpr import COMPOUND_PAIRS
+
+# AffWild2's label order, and C-EXPR-DB's compounds (in its class order) each with its two basic emotions: the
+# datasets package owns both; they are re-exported here for the fusion's users
+BASIC_EMOTIONS: tuple[str, ...] = AFFWILD2_EXPRESSIONS
 COMPOUND_EXPRESSIONS: tuple[str, ...] = tuple(COMPOUND_PAIRS)
 MASK_THRESHOLD = 1.0 / 7.0
 
