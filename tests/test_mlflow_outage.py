@@ -9,12 +9,16 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from affectlab.lab.tracking import PENDING_DIR, ResilientClient, import_pending
+from affectlab.lab.tracking import (
+    OFFLINE_PREFIX,
+    PENDING_DIR,
+    ResilientMLFlowLogger,
+    import_pending,
+)
 from conftest import ROOT, TINY_RUN, free_port
 from test_mlflow_server import start_server, stop_server
 
@@ -87,37 +91,70 @@ def test_training_survives_a_server_outage_and_every_metric_arrives(tmp_path):
         stop_server(server)
 
 
-def test_writes_left_unsent_at_the_end_are_kept_and_imported(tmp_path, monkeypatch):
+def test_nested_runs_created_during_an_outage_are_created_when_the_server_is_back(tmp_path, monkeypatch):
     for key, value in QUICK_HTTP.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # the default spool, ./mlflow-pending, shared by the client and the logger
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
     try:
-        plain = MlflowClient(uri)
-        run_id = plain.create_run(plain.create_experiment("outage")).info.run_id
-        client = ResilientClient(plain, retry_seconds=0.5, wait_at_end=1.0, spool_dir=tmp_path / PENDING_DIR)
-        client.log_metric(run_id, "loss", 1.0, step=0)  # sent at once: the server is up
+        experiment = MlflowClient(uri).create_experiment("nested")
+        parent_logger = ResilientMLFlowLogger(experiment_name="nested", run_name="parent", tracking_uri=uri, retry_seconds=0.5,
+                                              wait_at_end=1.0)  # a run's own logger, as make_logger builds it
+        client = parent_logger.experiment
+        parent = parent_logger.run_id  # the server is up: its own id
+        assert not parent.startswith(OFFLINE_PREFIX)
         stop_server(server)
+
+        child = client.create_run(experiment, run_name="child", tags={"mlflow.parentRunId": parent})  # never raises
+        assert child.info.run_id.startswith(OFFLINE_PREFIX) and child.info.run_name == "child"
+        logger = ResilientMLFlowLogger(experiment_name="nested", tracking_uri=uri, run_id=child.info.run_id,
+                                       retry_seconds=0.5, wait_at_end=1.0)  # as make_logger does for a nested run
+        assert logger.experiment_id == experiment
+        logger.log_metrics({"acc": 0.25}, step=0)
+        logger.log_metrics({"acc": 0.5}, step=1)
+        grandchild = logger.experiment.create_run(experiment, run_name="grandchild",
+                                                  tags={"mlflow.parentRunId": logger.run_id}).info.run_id
+        client.log_metric(grandchild, "f1", 0.75)
+        logger.finalize("success")
+        client.log_metric(parent, "done", 1.0)
+        assert client.pending == 7  # the child, its 2 metrics, its end, the grandchild, its metric, the parent's
+
+        server = start_server(tmp_path, port)  # back while the process still runs: everything goes out in order
+        assert client.flush(120), f"{client.pending} writes still unsent"
+        runs = {run.info.run_name: run for run in MlflowClient(uri).search_runs([experiment])}
+        assert set(runs) == {"parent", "child", "grandchild"}
+        assert runs["child"].data.tags["mlflow.parentRunId"] == parent
+        assert runs["grandchild"].data.tags["mlflow.parentRunId"] == runs["child"].info.run_id
+        history = MlflowClient(uri).get_metric_history(runs["child"].info.run_id, "acc")
+        assert sorted((m.step, m.value) for m in history) == [(0, 0.25), (1, 0.5)]
+        assert runs["child"].info.status == "FINISHED"
+        assert runs["grandchild"].data.metrics == {"f1": 0.75} and runs["parent"].data.metrics == {"done": 1.0}
+        assert client.get_run(child.info.run_id).info.run_id == runs["child"].info.run_id  # the offline id still reads
+
+        stop_server(server)  # a second outage that outlasts the process: the spool file creates the run on import
+        late = client.create_run(experiment, run_name="late", tags={"mlflow.parentRunId": parent}).info.run_id
+        for step in range(3):
+            client.log_metric(late, "loss", 1.0 / (step + 1), step=step)
+        client.log_param(late, "lr", "0.001")
         artifact = tmp_path / "notes.txt"
         artifact.write_text("written during the outage\n")
-        for step in range(1, 4):
-            client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)  # never raises
-        client.log_param(run_id, "lr", "0.001")
-        client.log_artifact(run_id, str(artifact))
+        client.log_artifact(late, str(artifact))
         artifact.unlink()  # the spool keeps its own copy
-        client.set_terminated(run_id)
-        client.close()  # the server does not come back in time: the writes stay in the spool file
+        parent_logger.finalize("success")  # the last open logger: waits wait_at_end for the server, then keeps the spool
         spool = client.spool_file
         assert spool is not None and spool.is_file()
 
         server = start_server(tmp_path, port)
-        assert import_pending(spool, uri) == 6
+        assert import_pending(spool, uri) == 7  # the run, 3 metrics, a param, an artifact, the parent's end
         plain = MlflowClient(uri)
-        assert [m.value for m in sorted(plain.get_metric_history(run_id, "loss"), key=lambda m: m.step)] == [
-            1.0, 0.5, 1 / 3, 0.25]
-        logged = plain.get_run(run_id)
-        assert logged.data.params["lr"] == "0.001" and logged.info.status == "FINISHED"
-        assert [a.path for a in plain.list_artifacts(run_id)] == ["notes.txt"]
+        runs = {run.info.run_name: run for run in plain.search_runs([experiment])}
+        late = runs["late"].info.run_id
+        assert runs["late"].data.tags["mlflow.parentRunId"] == parent and runs["late"].data.params["lr"] == "0.001"
+        assert [m.value for m in sorted(plain.get_metric_history(late, "loss"), key=lambda m: m.step)] == [
+            1.0, 0.5, 1 / 3]
+        assert [a.path for a in plain.list_artifacts(late)] == ["notes.txt"]
+        assert runs["parent"].info.status == "FINISHED"
     finally:
         stop_server(server)
