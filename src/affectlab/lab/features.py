@@ -68,6 +68,7 @@ def frame_features(dataset: RaerDataset, encoder: nn.Module, folder: str | Path,
     if stale:
         _compute(dataset, encoder, features, stale, device, chunk)
     features.built = sum(len(missing) for _, missing in stale)
+    features.pack()
     return features
 
 
@@ -94,16 +95,27 @@ def _compute(dataset: RaerDataset, encoder: nn.Module, features: FrameFeatures,
 
 class FrameFeatures(Dataset):
     """A RaerDataset's clips as cached embeddings: ``{stream: [T, D] float32, "label", "soft_label", "scene",
-    "index"}`` for each of `streams`, the T frames drawn exactly as the dataset draws them (`tsn_indices`)."""
+    "index"}`` for each of `streams`, the T frames drawn exactly as the dataset draws them (`tsn_indices`).
+
+    Reads go to one memory-mapped [frames of all clips, D] array per stream (`pack`), so fetching a clip is one
+    row gather, with no file opened per clip; the per-clip files stay the unit that is built, checked and rebuilt.
+    """
 
     def __init__(self, dataset: RaerDataset, root: Path, streams: Sequence[str]):
-        self.dataset, self.root, self.streams = dataset, Path(root), tuple(streams)
-        self.num_segments, self.train = dataset.num_segments, dataset.train
+        self.root, self.streams = Path(root), tuple(streams)
+        self.num_segments, self.train, self.num_classes = dataset.num_segments, dataset.train, dataset.num_classes
         self._clips = dataset.clips
-        self._scenes = dataset.scenes
-        self._frame_counts = list(dataset._frame_counts)  # what a frame index may be; the crops' count
+        self._frame_counts = dataset.frame_counts  # what a frame index may be; the crops' count
         # A clip's embeddings are stale when its frames changed: its frame count or the bytes of its source.
-        self._sources = [_source_bytes(Path(source)) for source in dataset._sources]
+        self._sources = [_source_bytes(source) for source in dataset.sources]
+        self._offsets = np.cumsum([0, *self._frame_counts[:-1]]).tolist()  # each clip's first row in the pack
+        self._labels = torch.tensor(self.labels, dtype=torch.long)
+        self._soft_labels = torch.from_numpy(np.stack([clip.soft_label(self.num_classes) for clip in self._clips])
+                                             if self._clips else np.zeros((0, self.num_classes), np.float32))
+        self._scenes = torch.tensor(dataset.scenes, dtype=torch.long)
+        self._digests: dict[tuple[int, str], str] = {}  # (clip, stream) -> SHA-256 of its checked embeddings file
+        self._packs: dict[str, Path] = {}  # stream -> its packed array (pack)
+        self._arrays: dict[str, torch.Tensor] = {}  # stream -> the packed array, memory-mapped on first read
         self.built = 0  # clip streams computed by the last frame_features call (the rest were read from the cache)
 
     def _paths(self, index: int, stream: str) -> tuple[Path, Path]:
@@ -121,7 +133,10 @@ class FrameFeatures(Dataset):
         except (OSError, ValueError):
             return False
         expected = self._record(index)
-        return {k: record.get(k) for k in expected} == expected and matches(array, record.get("file"))
+        if {k: record.get(k) for k in expected} != expected or not matches(array, record.get("file")):
+            return False
+        self._digests[index, stream] = record["file"]["sha256"]
+        return True
 
     def store(self, index: int, stream: str, embedded: np.ndarray) -> None:
         """Write one clip's [N, D] embeddings, then their record (a file without a valid record is never read)."""
@@ -134,6 +149,47 @@ class FrameFeatures(Dataset):
         write_atomic(array, save)
         record = {**self._record(index), "file": file_record(array)}
         write_atomic(record_path, lambda path: path.write_text(json.dumps(record), encoding="utf-8"))
+        self._digests[index, stream] = record["file"]["sha256"]
+
+    def pack(self) -> None:
+        """Concatenate every clip's checked embeddings of each stream into ``packed/<digest>-<stream>.npy``, clip
+        after clip; the digest names the clips and their files' SHA-256, so a pack never outlives what it holds.
+        A pack is written once and, like every file here, read only while it matches its record."""
+        self._arrays = {}
+        if not self._clips:
+            return
+        for stream in self.streams:
+            ordered = [[clip.clip_dir, self._digests[index, stream]] for index, clip in enumerate(self._clips)]
+            name = hashlib.sha256(json.dumps(ordered).encode()).hexdigest()[:16]
+            path = self.root / "packed" / f"{name}-{stream}.npy"
+            record_path = path.with_suffix(".json")
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                record = None
+            if not matches(path, record):
+                write_atomic(path, lambda scratch: self._write_pack(scratch, stream))
+                write_atomic(record_path, lambda scratch: scratch.write_text(json.dumps(file_record(path)),
+                                                                             encoding="utf-8"))
+            self._packs[stream] = path
+
+    def _write_pack(self, path: Path, stream: str) -> None:
+        parts = [np.load(self._paths(index, stream)[0], mmap_mode="r") for index in range(len(self))]
+        width = parts[0].shape[1] if parts else 0
+        packed = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(sum(self._frame_counts), width))
+        for start, part in zip(self._offsets, parts):
+            packed[start:start + len(part)] = part
+        packed.flush()
+        del packed
+
+    def _array(self, stream: str) -> torch.Tensor:
+        if stream not in self._arrays:  # each process (loader worker) maps the file itself
+            # copy-on-write mapping: writable as torch wants, the pages shared with the file, the file never written
+            self._arrays[stream] = torch.from_numpy(np.load(self._packs[stream], mmap_mode="c"))
+        return self._arrays[stream]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}  # a spawned worker maps the packs again instead of copying them
 
     def __len__(self) -> int:
         return len(self._clips)
@@ -148,18 +204,16 @@ class FrameFeatures(Dataset):
 
     @property
     def scenes(self) -> list[int]:
-        return list(self._scenes)
+        return self._scenes.tolist()
 
     def __getitem__(self, index: int) -> dict:
         frames = tsn_indices(self._frame_counts[index], self.num_segments, self.train)
-        item = {stream: torch.from_numpy(np.load(self._paths(index, stream)[0], mmap_mode="r")[frames])
-                for stream in self.streams}
-        clip = self._clips[index]
+        rows = torch.tensor(frames) + self._offsets[index]
         return {
-            **item,
-            "label": torch.tensor(clip.label, dtype=torch.long),
-            "soft_label": torch.from_numpy(clip.soft_label(self.dataset.num_classes)),
-            "scene": torch.tensor(self._scenes[index], dtype=torch.long),
+            **{stream: self._array(stream)[rows] for stream in self.streams},
+            "label": self._labels[index],
+            "soft_label": self._soft_labels[index],
+            "scene": self._scenes[index],
             "index": index,
         }
 

@@ -137,9 +137,9 @@ class RaerDataModule(L.LightningDataModule):
     def _features(self, dataset: RaerDataset):
         """With a frozen encoder and ``data.feature_cache`` (``auto`` = ``<root>/features``): the dataset's clips as
         the encoder's per-frame embeddings, computed once into the cache (affectlab.lab.features)."""
-        folder = self.cfg.get("feature_cache")
-        if self.frozen_encoder is None or not folder:
+        if not self.reads_features:
             return dataset
+        folder = self.cfg.get("feature_cache")
         folder = dataset.root / "features" if folder == "auto" else Path(folder).expanduser()
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         return frame_features(dataset, self.frozen_encoder, folder, self.streams, device=device)
@@ -174,9 +174,17 @@ class RaerDataModule(L.LightningDataModule):
             rank_zero_warn(f"data.on_bad_clip=skip: left out {len(messages)} bad clip(s) of the {split} split "
                            f"(counted in MLflow as data/skipped/{split}); the first: {messages[0]}")
 
+    @property
+    def reads_features(self) -> bool:
+        """True when the clips come from the frozen-encoder feature cache (`_features`)."""
+        return self.frozen_encoder is not None and bool(self.cfg.get("feature_cache"))
+
     def _loader(self, dataset, sampler, shuffle: bool = False, drop_last: bool = False,
                 train: bool = False) -> DataLoader:
-        workers = self.cfg.num_workers
+        # A cached clip is a row gather from one memory-mapped array: loader workers would only add their start-up
+        # and a copy per batch. (With workers, the uncached path draws frames from each worker's generator, so the
+        # cached path picks the same frames as the uncached one with data.num_workers=0.)
+        workers = 0 if self.reads_features else self.cfg.num_workers
         return (ResumableDataLoader if train else DataLoader)(  # training resumes mid-epoch from a checkpoint
             dataset,
             batch_size=self.cfg.batch_size,

@@ -411,6 +411,16 @@ class RaerDataset(torch.utils.data.Dataset):
         """Per clip, its index in `contexts` (-1 without contexts)."""
         return list(self._scenes)
 
+    @property
+    def frame_counts(self) -> list[int]:
+        """Per clip, how many frames it has: the frames `tsn_indices` draws from and `all_crops` gives."""
+        return list(self._frame_counts)
+
+    @property
+    def sources(self) -> list[Path]:
+        """Per clip, its frame folder or video file."""
+        return [Path(source) for source in self._sources]
+
     def __getitem__(self, index: int) -> dict:
         frames = tsn_indices(self._frame_counts[index], self.num_segments, self.train)
         cached = self._cached(index) if self.cache is not None else None
