@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 from affectlab.datasets import RaerDataset, load_raer_split, make_synthetic_raer
+from affectlab.datasets.raer import tsn_indices
 from affectlab.lab.config import load_config
 from affectlab.lab.features import FrameFeatures, frame_features
 from affectlab.lab.raer import ClipCaerModule, RaerDataModule, build_net
@@ -81,6 +84,44 @@ def test_second_build_reads_the_cache_and_a_damaged_file_is_recomputed(raer, fro
     assert again.built == 1
     assert all(again.is_cached(index, "face") for index in range(len(frames)))
     torch.testing.assert_close(again[0]["face"], good)
+
+
+def test_clips_are_read_from_one_packed_array_which_is_reused_and_rebuilt_when_damaged(raer, frozen_net, tmp_path):
+    frames = dataset(raer, train=False)
+    first = frame_features(frames, frozen_net.image_encoder, tmp_path, ["face"])
+    (pack,) = (first.root / "packed").glob("*-face.npy")
+    assert np.load(pack, mmap_mode="r").shape == (sum(frames.frame_counts), 64)
+    expected = [first[index]["face"].clone() for index in range(len(first))]
+    for index, clip in enumerate(frames.clips):  # the pack holds each clip's own file, clip after clip
+        own = np.load(first.root / clip.clip_dir / "face.npy")
+        torch.testing.assert_close(expected[index], torch.from_numpy(own[tsn_indices(len(own), T, train=False)]))
+
+    written = pack.stat().st_mtime_ns
+    assert frame_features(frames, frozen_net.image_encoder, tmp_path, ["face"]).built == 0
+    assert pack.stat().st_mtime_ns == written  # the same clips and files: the same pack, not written again
+
+    damaged = bytearray(pack.read_bytes())
+    damaged[-4:] = b"\xff\xff\xff\x7f"  # same size, the last clip's last embedding turned into NaN
+    pack.write_bytes(bytes(damaged))
+    again = frame_features(frames, frozen_net.image_encoder, tmp_path, ["face"])
+    assert again.built == 0  # the clips' own files are fine: only the pack is written again from them
+    shipped = pickle.loads(pickle.dumps(again))  # as a spawned loader worker gets it: it maps the pack itself
+    for index in range(len(frames)):
+        torch.testing.assert_close(again[index]["face"], expected[index])
+        torch.testing.assert_close(shipped[index]["face"], expected[index])
+
+
+def test_cached_clips_are_read_without_loader_workers(tmp_path):
+    cfg = load_config("raer", [*TINY_RUN, "model.freeze_image_encoder=true", f"data.feature_cache={tmp_path}",
+                               "data.num_workers=2", "data.crop_cache=null"], environ={})
+    net, _, clip = build_net(cfg)
+    datamodules = [RaerDataModule(cfg.data, image_size=clip.image_size, mean=clip.mean, std=clip.std,
+                                  frozen_encoder=encoder) for encoder in (net.image_encoder, None)]
+    for datamodule in datamodules:
+        datamodule.setup("fit")
+    cached, frames = datamodules
+    assert [cached.train_dataloader().num_workers, cached.val_dataloader().num_workers] == [0, 0]
+    assert [frames.train_dataloader().num_workers, frames.val_dataloader().num_workers] == [2, 2]
 
 
 def test_cache_folder_follows_encoder_weights_and_crop_settings(raer, frozen_net, tmp_path):
