@@ -33,7 +33,7 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
     metrics = main([*TINY, tracking, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4",
                     "visual.modalities=[zero_shot_clip]"])
-    for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/audio_ppa",
+    for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/fusion_pfsa_text", "compound_f1/audio_ppa",
                 "compound_f1/zero_shot_clip_ppa", "compound_f1/zero_shot_clip_direct", "basic_val_score/fusion"):
         assert 0.0 <= metrics[key] <= 1.0, key
 
@@ -43,11 +43,12 @@ def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["audio", "audio+zero_shot_clip", "zero_shot_clip"]
     assert parent.data.metrics["compound_f1/fusion_ppa"] == pytest.approx(metrics["compound_f1/fusion_ppa"])
-    assert {"compound_f1/ppa", "compound_f1/pfsa"} <= set(children[0].data.metrics)
+    assert {"compound_f1/ppa", "compound_f1/pfsa", "compound_f1/pfsa_text"} <= set(children[0].data.metrics)
     run_id = parent.info.run_id
 
     artifacts = workdir / "mlartifacts" / run_id / "artifacts"
-    assert {"fusion_weights.png", "submission_ppa.csv", "submission_pfsa.csv", "modality_ablation.json",
+    assert {"fusion_weights.png", "submission_ppa.csv", "submission_pfsa.csv", "submission_pfsa_text.csv",
+            "modality_ablation.json",
             "config.yaml"} <= {p.name for p in artifacts.iterdir()}
     # the submission file alone reproduces the logged score
     cfg = load_config("cexpr", TINY)

@@ -25,7 +25,7 @@ def test_video_folds_keep_a_video_whole_and_deal_videos_evenly():
     assert sorted(folds[np.cumsum([0] + [len(v.windows) for v in videos[:-1]])].tolist()) == [0, 0, 0, 1, 1, 1]
 
 
-def test_cross_fitted_temporal_head_learns_held_out_windows():
+def test_cross_fitted_temporal_head_learns_held_out_windows(tmp_path):
     """Embeddings that carry their label: every held-out basic window is predicted by a model that never saw its
     video, and still right; the compound windows get the fold models' mean."""
     torch.manual_seed(0)
@@ -38,7 +38,7 @@ def test_cross_fitted_temporal_head_learns_held_out_windows():
     spec = OmegaConf.create({"epochs": 30, "lr": 3e-3, "batch_size": 16})
     out = cross_fitted(lambda: TemporalEmotionHead(16, 4, 8, depth=1, heads=2),
                        {"affwild2": embeddings, "cexpr": compound}, {"affwild2": labels, "cexpr": torch.zeros(5)},
-                       {"affwild2": folds}, 2, spec, batch_size=32)
+                       {"affwild2": folds}, 2, spec, batch_size=32, folder=tmp_path, seed=0)
     accuracy = (out["affwild2"].argmax(axis=1) == labels.numpy()).mean()
     assert accuracy > 0.9, accuracy
     np.testing.assert_allclose(out["cexpr"].sum(axis=1), 1.0, rtol=1e-5)

@@ -21,7 +21,9 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
@@ -50,7 +53,7 @@ from affectlab.datasets.cexpr import (
     window_id,
 )
 from affectlab.datasets.errors import DatasetError
-from affectlab.datasets.integrity import file_record
+from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.datasets.modality_tables import (
     CEXPR_COMPOUNDS,
     align_modality_tables,
@@ -67,6 +70,7 @@ from affectlab.fusion import (
     class_prototypes,
     class_weights,
     fused_probabilities,
+    label_space_features,
     mhpf_loss,
     pfsa_scores,
     ppa_scores,
@@ -74,6 +78,16 @@ from affectlab.fusion import (
     score_submission,
     segments_to_frames,
     write_submission,
+)
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableDataLoader,
+    checkpoint_run_id,
+    newest_intact,
+    read_record,
+    record_path,
+    resolve_resume,
+    resume_callbacks,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import print_summary
@@ -281,13 +295,36 @@ class FaceModule(L.LightningModule):
         return torch.optim.Adam(self.net.parameters(), lr=self.lr)
 
 
-def train_face_model(net: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, spec: DictConfig):
-    """A few epochs of Adam on (inputs, target); returns the net in eval mode."""
-    loader = DataLoader(TensorDataset(inputs, target), batch_size=spec.batch_size, shuffle=True)
-    trainer = L.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+def epoch_checkpoints(folder: Path, every: DictConfig | None) -> list:
+    """What a Trainer needs to survive kill -9 (affectlab.lab.checkpoints): `last.ckpt` at every epoch's end and the
+    mid-epoch `step-latest.ckpt` every `checkpoint_every`, both written atomically with a size/SHA-256 record."""
+    last = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, enable_version_counter=False)
+    return [last, *resume_callbacks(folder, every)]
+
+
+def train_face_model(net: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, spec: DictConfig,
+                     folder: Path, every: DictConfig | None):
+    """A few epochs of Adam on (inputs, target), checkpointed in `folder` and resumed from its newest intact
+    checkpoint if an earlier run was killed there; returns the net in eval mode."""
+    loader = ResumableDataLoader(TensorDataset(inputs, target), batch_size=spec.batch_size, shuffle=True)
+    trainer = L.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False,
+                        callbacks=epoch_checkpoints(folder / "ckpt", every), plugins=[AtomicCheckpointIO()],
                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(FaceModule(net, spec.lr), train_dataloaders=loader)
+    resume = newest_intact(folder)
+    trainer.fit(FaceModule(net, spec.lr), train_dataloaders=loader, ckpt_path=str(resume) if resume else None)
     return net.eval()
+
+
+def save_stage(path: Path, value) -> None:
+    """A finished stage's result, written atomically with a size/SHA-256 record beside it."""
+    write_atomic(path, lambda scratch: torch.save(value, scratch))
+    record = json.dumps(file_record(path))
+    write_atomic(record_path(path), lambda scratch: scratch.write_text(record, encoding="utf-8"))
+
+
+def load_stage(path: Path):
+    """The result `save_stage` wrote at `path`, or None when it is absent or damaged (the stage then runs again)."""
+    return torch.load(path, weights_only=False) if matches(path, read_record(path)) else None
 
 
 @torch.no_grad()
@@ -296,21 +333,32 @@ def predict_in_batches(net: torch.nn.Module, inputs: torch.Tensor, batch_size: i
 
 
 def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], folds: dict[str, np.ndarray],
-                 num_folds: int, spec: DictConfig, batch_size: int) -> dict[str, np.ndarray]:
+                 num_folds: int, spec: DictConfig, batch_size: int, folder: Path, seed: int,
+                 every: DictConfig | None = None) -> dict[str, np.ndarray]:
     """Probabilities [N, 8] of every half from face models trained on the basic halves, cross-fitted: a basic window's
     come from the model whose training folds exclude its video (so the fusion learns how far to trust the model on
-    windows it has not seen); the compound videos' are the mean over the fold models."""
+    windows it has not seen); the compound videos' are the mean over the fold models.
+
+    Each fold is a stage of its own in `folder`: seeded by (seed, fold) alone, checkpointed while it trains, its
+    predictions kept once it is done; so a run killed at any moment and run again gives the same probabilities."""
     basic = [half for half in inputs if half != "cexpr"]
     out = {half: np.zeros((len(inputs[half]), NUM_BASIC)) for half in inputs}
     labelled = {half: (targets[half] >= 0).reshape(len(targets[half]), -1).any(dim=1) for half in basic}
     for fold in range(num_folds):
-        train = {half: torch.as_tensor(folds[half] != fold) & labelled[half] for half in basic}
-        net = train_face_model(make(), torch.cat([inputs[h][train[h]] for h in basic]),
-                               torch.cat([targets[h][train[h]] for h in basic]), spec)
+        done = folder / f"fold{fold}.pt"
+        predicted = load_stage(done)
+        if predicted is None:
+            torch.manual_seed(seed * 1000 + fold)
+            train = {half: torch.as_tensor(folds[half] != fold) & labelled[half] for half in basic}
+            net = train_face_model(make(), torch.cat([inputs[h][train[h]] for h in basic]),
+                                   torch.cat([targets[h][train[h]] for h in basic]), spec, folder / f"fold{fold}",
+                                   every)
+            predicted = {half: predict_in_batches(net, inputs[half][folds[half] == fold], batch_size) for half in basic}
+            predicted["cexpr"] = predict_in_batches(net, inputs["cexpr"], batch_size)
+            save_stage(done, predicted)
         for half in basic:
-            held_out = folds[half] == fold
-            out[half][held_out] = predict_in_batches(net, inputs[half][held_out], batch_size)
-        out["cexpr"] += predict_in_batches(net, inputs["cexpr"], batch_size) / num_folds
+            out[half][folds[half] == fold] = predicted[half]
+        out["cexpr"] += predicted["cexpr"] / num_folds
     return out
 
 
@@ -410,10 +458,13 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
     if "dynamic_face" in names:
         spec = cfg.face.dynamic
         dim = frames["cexpr"].embeddings.shape[-1]
+        embeddings = {half: item.embeddings for half, item in frames.items()}
+        if spec.standardize:
+            embeddings = standardized(embeddings, [half for half in embeddings if half != "cexpr"])
         tables["dynamic_face"] = cross_fitted(
             lambda: TemporalEmotionHead(dim, cfg.visual.frames_per_window, NUM_BASIC, spec.depth, spec.heads),
-            {half: item.embeddings for half, item in frames.items()}, labels, folds, cfg.face.folds, spec,
-            cfg.visual.batch_size,
+            embeddings, labels, folds, cfg.face.folds, spec, cfg.visual.batch_size, folder / "training" / "dynamic_face",
+            cfg.seed, cfg.checkpoint_every,
         )
     if "static_face" in names:
         spec = cfg.face.static
@@ -421,11 +472,22 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
             lambda: StaticFaceExpression(spec.backbone, pretrained=spec.pretrained),
             {half: item.faces for half, item in frames.items()},
             {half: torch.as_tensor(item.face_labels) for half, item in frames.items()}, folds, cfg.face.folds, spec,
-            cfg.visual.batch_size,
+            cfg.visual.batch_size, folder / "training" / "static_face", cfg.seed, cfg.checkpoint_every,
         )
     for name, by_half in tables.items():
         for half, probs in by_half.items():
             write_cached_table(folder / half / f"{name}.csv", ids[half], probs)
+    shutil.rmtree(folder / "training", ignore_errors=True)  # the face models' stages: their tables are written
+
+
+def standardized(embeddings: dict[str, torch.Tensor], basis: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Every half's frame embeddings [N, T, D] z-scored per dimension with the mean and standard deviation of the
+    frames of the `basis` halves (the basic-expression ones; no labels are read). A frozen CLIP's embeddings of faces
+    all point nearly the same way (mean cosine 0.94 between windows for the random tiny CLIP), so the expression
+    differences are a sliver of each vector that the temporal head cannot find without this."""
+    frames = torch.cat([embeddings[half].flatten(0, 1) for half in basis])
+    mean, std = frames.mean(dim=0), frames.std(dim=0).clamp_min(1e-6)
+    return {half: (values - mean) / std for half, values in embeddings.items()}
 
 
 def direct_compound_tables(root: Path, modalities: Sequence[str], computed: Path | None) -> dict[str, Path]:
@@ -469,7 +531,8 @@ class FusionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         cfg = self.cfg
         sampler = RandomSampler(self.train_set, num_samples=cfg.train_samples_per_epoch)
-        return DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+        return ResumableDataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,  # resumes mid-epoch
+                                   num_workers=cfg.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
@@ -541,6 +604,18 @@ class MhpfModule(L.LightningModule):
         if all(wait >= self.patience for wait in self.waits):
             self.trainer.should_stop = True
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["early_stopping"] = {"best_scores": self.best_scores, "best_states": self.best_states,
+                                        "waits": self.waits}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["early_stopping"]
+        self.best_scores, self.best_states, self.waits = state["best_scores"], state["best_states"], state["waits"]
+
+    def on_train_start(self) -> None:
+        if all(wait >= self.patience for wait in self.waits):  # resumed from the checkpoint of a finished training
+            self.trainer.should_stop = True
+
     def on_fit_end(self) -> None:
         for k, state in enumerate(self.best_states):
             self.bank.load_state_of(k, state)
@@ -550,9 +625,10 @@ class MhpfModule(L.LightningModule):
 
 
 def fit_fusion(cfg: DictConfig, basic: Segments, labels: np.ndarray, subsets: Sequence[Sequence[int]],
-               logger) -> MhpfModule:
-    """Train one MHPF per subset of the modalities on the basic windows; returns the module holding every net at its
-    best validation epoch (`best_scores`)."""
+               logger, folder: Path, resume: str | None) -> MhpfModule:
+    """Train one MHPF per subset of the modalities on the basic windows, checkpointed in `folder` (resumed from the
+    checkpoint `resume`); returns the module holding every net at its best validation epoch (`best_scores`)."""
+    L.seed_everything(cfg.seed)  # the fusion's draws do not depend on whether the tables were computed or cached
     datamodule = FusionDataModule(basic, labels, cfg.data, cfg.seed)
     bank = MhpfBank(cfg.fusion.kind, basic.probs.shape[1], subsets, NUM_BASIC, cfg.fusion.num_heads)
     if cfg.fusion.class_weighted:  # each net's from the training windows it sees (those with one of its modalities)
@@ -562,10 +638,10 @@ def fit_fusion(cfg: DictConfig, basic: Segments, labels: np.ndarray, subsets: Se
         weights = torch.ones(len(subsets), NUM_BASIC)
     module = MhpfModule(bank, weights, cfg.optim.lr, cfg.early_stopping.patience)
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, enable_checkpointing=False,
-        enable_model_summary=False,
+        **OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, enable_model_summary=False,
+        callbacks=epoch_checkpoints(folder, cfg.checkpoint_every), plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     return module.eval()
 
 
@@ -598,16 +674,44 @@ def frame_predictions(videos: Sequence[WindowedVideo], scores: np.ndarray) -> di
     return predictions
 
 
+PFSA_PROTOTYPES = {"class_means": "pfsa", "clip_text": "pfsa_text"}  # prototype kind -> method name in the metrics
+
+
 def compound_methods(
-    fused: np.ndarray, basic_fused: np.ndarray, basic_labels: np.ndarray, comp: DictConfig
+    fused: np.ndarray, basic_fused: np.ndarray, basic_labels: np.ndarray, comp: DictConfig,
+    label_words: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """PPA and PFSA window scores [N, 7] from the fused basic-emotion probabilities (PFSA's prototypes: the class
-    means of the fused probabilities of the basic training windows)."""
-    prototypes = class_prototypes(basic_fused, basic_labels, NUM_BASIC)
+    """PPA and PFSA window scores [N, 7] from the fused basic-emotion probabilities: `pfsa` with the class means of
+    the fused probabilities of the basic training windows as prototypes, `pfsa_text` with the CLIP text embeddings
+    of the label words `label_words` [8, D] (see affectlab.fusion.pfsa), as `comp.pfsa_prototypes` asks."""
     known = ~np.isnan(fused).any(axis=1)
-    pfsa = np.full((len(fused), len(COMPOUND_EXPRESSIONS)), np.nan)
-    pfsa[known] = pfsa_scores(fused[known], prototypes, weighted=comp.pfsa_weighted, temperature=comp.pfsa_temperature)
-    return {"ppa": ppa_scores(fused, weighted=comp.ppa_weighted, mask=comp.ppa_mask), "pfsa": pfsa}
+    methods = {"ppa": ppa_scores(fused, weighted=comp.ppa_weighted, mask=comp.ppa_mask)}
+    for kind in comp.pfsa_prototypes:
+        if kind == "class_means":
+            features, prototypes = fused[known], class_prototypes(basic_fused, basic_labels, NUM_BASIC)
+        else:
+            features, prototypes = label_space_features(fused[known], label_words), label_words
+        scores = np.full((len(fused), len(COMPOUND_EXPRESSIONS)), np.nan)
+        scores[known] = pfsa_scores(features, prototypes, weighted=comp.pfsa_weighted,
+                                    temperature=comp.pfsa_temperature)
+        methods[PFSA_PROTOTYPES[kind]] = scores
+    return methods
+
+
+@torch.no_grad()
+def label_word_embeddings(cfg: DictConfig) -> np.ndarray | None:
+    """[8, D] unit CLIP text embeddings of the basic label words in zero-shot CLIP's prompt (the same seeded model as
+    the zero-shot table's when it is randomly initialised), or None when PFSA does not use them."""
+    unknown = [kind for kind in cfg.compound.pfsa_prototypes if kind not in PFSA_PROTOTYPES]
+    if unknown:
+        raise ConfigError(f"compound.pfsa_prototypes has {unknown}; expected a subset of {list(PFSA_PROTOTYPES)}")
+    if "clip_text" not in cfg.compound.pfsa_prototypes:
+        return None
+    with torch.random.fork_rng():  # the run's own random draws stay as they were
+        torch.manual_seed(cfg.seed)
+        clip = create_clip(cfg.visual.backbone, cfg.visual.pretrained)
+    clip.model.eval()
+    return ZeroShotClip(clip.model, clip.tokenizer).text[:NUM_BASIC].double().numpy()
 
 
 def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
@@ -676,11 +780,11 @@ def fusion_subsets(num_modalities: int, ablation: bool) -> list[tuple[int, ...]]
 
 
 def evaluate_subset(cfg: DictConfig, fused: np.ndarray, basic_fused: np.ndarray, labels: np.ndarray,
-                    videos: Sequence[WindowedVideo]) -> dict[str, float]:
+                    videos: Sequence[WindowedVideo], label_words: np.ndarray | None) -> dict[str, float]:
     """Compound macro-F1 of PPA and PFSA from one subset's fused probabilities of the compound windows and the
-    basic training windows (PFSA's prototypes)."""
+    basic training windows (PFSA's class-mean prototypes)."""
     known = ~np.isnan(basic_fused).any(axis=1)
-    methods = compound_methods(fused, basic_fused[known], labels[known], cfg.compound)
+    methods = compound_methods(fused, basic_fused[known], labels[known], cfg.compound, label_words)
     return {f"compound_f1/{name}": compound_f1(videos, scores) for name, scores in methods.items()}
 
 
@@ -698,6 +802,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
     if cfg.fusion.kind not in ("static", "input_dependent"):
         raise ConfigError(f"fusion.kind={cfg.fusion.kind!r}: expected 'static' or 'input_dependent'")
+    label_words = label_word_embeddings(cfg)
     root = resolve_root(cfg.data)
     videos = compound_videos(root, cfg.data)
     basic_sets = {name: BASIC_SETS[name](root, cfg.data, bool(cfg.visual.modalities)) for name in cfg.data.basic_sets}
@@ -718,10 +823,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     basic, labels = basic_training_set([v for vids in basic_sets.values() for v in vids], basic_all)
 
-    logger = make_logger(cfg)
-    logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
+    # kill -9 at any moment: resume=auto continues the newest intact checkpoint into its MLflow run (the tables above
+    # are a cache, and the face models' training in it resumes by itself)
+    resume = resolve_resume(cfg.resume, Path(cfg.checkpoint_dir))
+    run_id = checkpoint_run_id(resume)
+    logger = make_logger(cfg, run_id=run_id)
+    if not run_id:
+        logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
+    folder = Path(resume).parent if resume else Path(cfg.checkpoint_dir) / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
     subsets = fusion_subsets(len(modalities), cfg.ablation)
-    module = fit_fusion(cfg, basic, labels, subsets, logger)
+    module = fit_fusion(cfg, basic, labels, subsets, logger, folder, resume)
     client, run_id = logger.experiment, logger.run_id
     artifacts = Path(tempfile.mkdtemp(prefix="affectlab-cexpr-"))
 
@@ -729,7 +840,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # the file, as the challenge does
     compound_fused, basic_fused_all = fuse(module, compound), fuse(module, basic)
     fused, basic_fused = compound_fused[-1], basic_fused_all[-1]
-    methods = compound_methods(fused, basic_fused, labels, cfg.compound)
+    methods = compound_methods(fused, basic_fused, labels, cfg.compound, label_words)
     truth = truth_of(videos)
     metrics: dict[str, float] = {}
     for name, scores in methods.items():
@@ -749,9 +860,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     singles = {}
     for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA/PFSA
         metrics[f"basic_val_f1/{name}"] = basic_f1(basic.probs[val, m], labels[val])
-        singles[(m,)] = evaluate_subset(cfg, compound.probs[:, m], basic.probs[:, m], labels, videos)
-        metrics[f"compound_f1/{name}_ppa"] = singles[(m,)]["compound_f1/ppa"]
-        metrics[f"compound_f1/{name}_pfsa"] = singles[(m,)]["compound_f1/pfsa"]
+        singles[(m,)] = evaluate_subset(cfg, compound.probs[:, m], basic.probs[:, m], labels, videos, label_words)
+        for method, value in singles[(m,)].items():
+            metrics[f"compound_f1/{name}_{method.split('/')[1]}"] = value
     for name, path in direct_compound_tables(root, modalities, computed).items():  # zero-shot CLIP's compound words
         table = read_modality_table(path, classes=CEXPR_COMPOUNDS)
         _, direct, _ = align_modality_tables([table], compound.ids)
@@ -769,7 +880,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.ablation:
         fused_of = {subset: (compound_fused[k], basic_fused_all[k], module.best_scores[k])
                     for k, subset in enumerate(subsets)}
-        ablation = log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, logger)
+        ablation = log_ablation(cfg, modalities, fused_of, singles, labels, videos, label_words, client, logger)
         client.log_table(run_id, data=ablation, artifact_file="modality_ablation.json")
         _print_ablation(ablation)
     client.set_terminated(run_id)
@@ -777,9 +888,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, logger) -> dict[str, list]:
+def log_ablation(cfg, modalities, fused_of, singles, labels, videos, label_words, client, logger) -> dict[str, list]:
     """Every non-empty subset of the modalities as a nested run; returns the summary table as columns."""
-    table: dict[str, list] = {"modalities": [], "compound_f1_ppa": [], "compound_f1_pfsa": [], "basic_val_score": []}
+    methods = [key.split("/")[1] for key in singles[(0,)]]
+    table: dict[str, list] = {"modalities": [], **{f"compound_f1_{m}": [] for m in methods}, "basic_val_score": []}
     for size in range(1, len(modalities) + 1):
         for subset in itertools.combinations(range(len(modalities)), size):
             names = [modalities[m] for m in subset]
@@ -787,7 +899,7 @@ def log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, log
                 scores, basic_score = singles[subset], float("nan")
             else:
                 compound_fused, basic_fused, basic_score = fused_of[subset]
-                scores = evaluate_subset(cfg, compound_fused, basic_fused, labels, videos)
+                scores = evaluate_subset(cfg, compound_fused, basic_fused, labels, videos, label_words)
             child = client.create_run(
                 logger.experiment_id, run_name="+".join(names), tags={"mlflow.parentRunId": logger.run_id}
             ).info.run_id
@@ -798,8 +910,8 @@ def log_ablation(cfg, modalities, fused_of, singles, labels, videos, client, log
                 client.log_metric(child, "basic_val_score", basic_score)
             client.set_terminated(child)
             table["modalities"].append("+".join(names))
-            table["compound_f1_ppa"].append(scores["compound_f1/ppa"])
-            table["compound_f1_pfsa"].append(scores["compound_f1/pfsa"])
+            for method in methods:
+                table[f"compound_f1_{method}"].append(scores[f"compound_f1/{method}"])
             table["basic_val_score"].append(basic_score)
     return table
 

@@ -25,7 +25,7 @@ from affectlab.fusion.mhpf import (
     mhpf_loss,
     modality_weights,
 )
-from affectlab.fusion.pfsa import class_prototypes, pfsa_predict, pfsa_scores
+from affectlab.fusion.pfsa import class_prototypes, label_space_features, pfsa_predict, pfsa_scores
 from affectlab.fusion.ppa import (
     BASIC_EMOTIONS,
     COMPOUND_EXPRESSIONS,
@@ -50,6 +50,7 @@ __all__ = [
     "class_weights",
     "create_mhpf",
     "fused_probabilities",
+    "label_space_features",
     "mhpf_combine",
     "mhpf_loss",
     "modality_weights",

@@ -1,15 +1,23 @@
 """Pair-Wise Feature Similarity Aggregation (PFSA): compound expressions from feature similarity to basic prototypes.
 
-PFSA has no public definition; this is affectlab's. For a segment with a fused multimodal feature f (any vector,
-e.g. the MHPF-fused probabilities or a CLIP embedding) and one prototype mu_e per basic emotion e in the same space:
+PFSA has no public definition; this is affectlab's. For a segment with a fused multimodal feature f and one prototype
+mu_e per basic emotion e in the same space:
 
     s_e   = cos(f, mu_e)                                   similarity to each basic emotion
     z_k   = w_i s_i + w_j s_j                              compound k = (i, j), PPA's seven pairs and weights
     P(k)  = softmax_k(z_k / temperature)                   compound probabilities
 
-Prototypes are the class means of the features of a basic-expression training set (`class_prototypes`), or the
-CLIP text embeddings of the label words. Unlike PPA, which adds probabilities, PFSA compares directions in feature
-space, so it can use a feature in which the basic emotions are not calibrated probabilities.
+Two choices of (f, mu), both from the MHPF-fused basic-emotion probabilities p of the segment:
+
+- class means: f = p, and mu_e is the mean of p over the basic-expression training windows labelled e
+  (`class_prototypes`). s_e asks "how much does this segment look like a typical e segment", including the
+  confusions the fusion makes on e, which PPA ignores.
+- CLIP text: mu_e = t_e, the unit CLIP text embedding of e's label word, and f = sum_e p_e t_e, the fused prediction
+  written in CLIP's text space (`label_space_features`). Then s_e = (p G)_e / |p T| with G the label words' Gram
+  matrix: a basic emotion also scores through the label words close to it in CLIP's space.
+
+Unlike PPA, which adds probabilities, PFSA compares directions, so the scale of f does not matter and any feature
+in which the basic emotions are not calibrated probabilities can be used.
 """
 
 from __future__ import annotations
@@ -32,6 +40,15 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int 
     counts = np.bincount(labels, minlength=num_classes)[:, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts
+
+
+def label_space_features(probs: np.ndarray, label_embeddings: np.ndarray) -> np.ndarray:
+    """[..., 8] basic-emotion probabilities and [8, D] label-word embeddings -> [..., D] sum_e p_e * unit(t_e)."""
+    label_embeddings = np.asarray(label_embeddings, dtype=np.float64)
+    if label_embeddings.ndim != 2 or label_embeddings.shape[0] != len(BASIC_EMOTIONS):
+        raise ValueError(f"label embeddings have shape {label_embeddings.shape}; expected ({len(BASIC_EMOTIONS)}, D)")
+    unit = label_embeddings / np.linalg.norm(label_embeddings, axis=1, keepdims=True).clip(1e-12)
+    return np.asarray(probs, dtype=np.float64) @ unit
 
 
 def pfsa_scores(
