@@ -8,15 +8,17 @@ What is cached: the embeddings of EVERY frame of a clip, not of the frames one e
 random frame per TSN segment each epoch (RaerDataset, torch's global RNG); `FrameFeatures` draws the same indices
 with the same call, so a seeded run samples the same frames with or without the cache (in one process; the RAER
 datamodule reads cached clips without loader workers, so this holds against an uncached run with
-``data.num_workers=0``), and the cache serves any epoch, evaluation's segment centres and any ``data.num_segments``. The price is one encoder pass over all frames
-(frames / segments times one epoch's encoder work, 2x for the synthetic default) before the first epoch.
+``data.num_workers=0``), and the cache serves any epoch, evaluation's segment centres and any
+``data.num_segments``. The price is one encoder pass over all frames (frames / segments times one epoch's encoder
+work, 2x for the synthetic default) before the first epoch.
 
 Layout: ``<folder>/<key>/`` where key is a digest of what the embeddings depend on (the encoder's weights, the input
 size, face margin, boxes and normalisation; spelled out in ``key.json``); in it ``<clip_dir>/<stream>.npy`` (float32
 [N, D], N = the clip's frames) and ``<clip_dir>/<stream>.json`` (its size and SHA-256, the clip's frame count and
 source size). Training reads ``packed/<digest>-<stream>.npy`` (+ ``.json``, its record): a dataset's clips one after
 the other, [frames of all clips, D], memory-mapped, the digest naming its clips and their files' SHA-256. Files are
-written with `write_atomic`; one whose record does not match (damaged, truncated, stale) is recomputed, never read. Embeddings are computed in float32 in eval mode whatever the run's precision.
+written with `write_atomic`; one whose record does not match (damaged, truncated, stale) is recomputed, never read.
+Embeddings are computed in float32 in eval mode whatever the run's precision.
 """
 
 from __future__ import annotations
