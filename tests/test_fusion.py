@@ -18,6 +18,7 @@ from affectlab.fusion import (
     class_prototypes,
     class_weights,
     create_mhpf,
+    label_space_features,
     mhpf_combine,
     mhpf_loss,
     pair_weights,
@@ -191,6 +192,27 @@ def test_pfsa_is_a_softmax_of_paired_cosine_similarities():
     z = np.exp([2 * r, r, r, r, r, r, 0.0])
     np.testing.assert_allclose(pfsa_scores(feature, prototypes, temperature=1.0), z / z.sum())
     assert pfsa_scores(feature, prototypes).argmax() == COMPOUND_EXPRESSIONS.index("Fearfully Surprised")
+
+
+def test_pfsa_with_label_word_prototypes_scores_through_the_words_gram_matrix():
+    """f = sum_e p_e t_e against the label words t_e: with orthogonal words PFSA ranks compounds as PPA does; a word
+    close to another lends it its probability."""
+    probs = np.random.default_rng(0).dirichlet(np.ones(8), size=50)
+    words = np.eye(8, 16) * 4.0  # orthogonal, of any length
+    scores = pfsa_scores(label_space_features(probs, words), words)
+    np.testing.assert_array_equal(scores.argmax(axis=1), ppa_predict(probs))
+
+    p = np.zeros(8)
+    p[BASIC_EMOTIONS.index("Sadness")] = 0.5
+    p[BASIC_EMOTIONS.index("Neutral")] = 0.5
+    assert pfsa_scores(label_space_features(p, np.eye(8)), np.eye(8)).argmax() == COMPOUND_EXPRESSIONS.index(
+        "Sadly Surprised"  # Sadness ties three compounds; the first in C-EXPR-DB's order wins
+    )
+    close = np.eye(8)
+    close[BASIC_EMOTIONS.index("Neutral")] = close[BASIC_EMOTIONS.index("Anger")]  # "neutral" means "angry" here
+    assert pfsa_scores(label_space_features(p, close), close).argmax() == COMPOUND_EXPRESSIONS.index("Sadly Angry")
+    with pytest.raises(ValueError, match=r"expected \(8, D\)"):
+        label_space_features(p, np.eye(7))
 
 
 def test_pfsa_prototypes_are_class_means():
