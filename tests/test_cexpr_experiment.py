@@ -33,8 +33,9 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
     metrics = main([*TINY, tracking, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4",
                     "visual.modalities=[zero_shot_clip]"])
-    for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/fusion_pfsa_text", "compound_f1/audio_ppa",
-                "compound_f1/zero_shot_clip_ppa", "compound_f1/zero_shot_clip_direct", "basic_val_score/fusion"):
+    for key in ("compound_f1/fusion_ppa", "compound_f1/fusion_pfsa", "compound_f1/fusion_pfsa_text",
+                "compound_f1/audio_ppa", "compound_f1/zero_shot_clip_ppa", "compound_f1/zero_shot_clip_direct",
+                "basic_val_score/fusion"):
         assert 0.0 <= metrics[key] <= 1.0, key
 
     client = MlflowClient(tracking_uri=tracking.split("=", 1)[1])

@@ -3,6 +3,10 @@
 
 Reads top to bottom: data (tables, windows, labels) -> fusion training (Lightning) -> compound predictions -> MLflow.
 
+Crash and resume: MHPF's training is checkpointed atomically (`affectlab.lab.checkpoints`) and `resume=auto` continues
+it into its MLflow run; the face models train inside the table cache, one stage per fold (checkpointed while training,
+its predictions kept when done), so a run killed there picks up at its last checkpoint when started again.
+
 The data root holds one folder per data set, in the layout the embedded synthetic set is written in:
 
     cexpr/annotation/<V>.csv, cexpr/videos/<V>(.mp4|/), cexpr/tables/<modality>.csv    the compound test videos
@@ -463,8 +467,8 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
             embeddings = standardized(embeddings, [half for half in embeddings if half != "cexpr"])
         tables["dynamic_face"] = cross_fitted(
             lambda: TemporalEmotionHead(dim, cfg.visual.frames_per_window, NUM_BASIC, spec.depth, spec.heads),
-            embeddings, labels, folds, cfg.face.folds, spec, cfg.visual.batch_size, folder / "training" / "dynamic_face",
-            cfg.seed, cfg.checkpoint_every,
+            embeddings, labels, folds, cfg.face.folds, spec, cfg.visual.batch_size,
+            folder / "training" / "dynamic_face", cfg.seed, cfg.checkpoint_every,
         )
     if "static_face" in names:
         spec = cfg.face.static
