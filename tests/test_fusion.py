@@ -19,6 +19,7 @@ from affectlab.fusion import (
     class_weights,
     create_mhpf,
     label_space_features,
+    label_word_prototypes,
     mhpf_combine,
     mhpf_loss,
     pair_weights,
@@ -195,24 +196,31 @@ def test_pfsa_is_a_softmax_of_paired_cosine_similarities():
 
 
 def test_pfsa_with_label_word_prototypes_scores_through_the_words_gram_matrix():
-    """f = sum_e p_e t_e against the label words t_e: with orthogonal words PFSA ranks compounds as PPA does; a word
-    close to another lends it its probability."""
+    """f = sum_e p_e mu_e against the centred label words mu_e: with orthogonal words PFSA ranks compounds as PPA
+    does, whatever part the words share; a word close to another lends it its probability."""
     probs = np.random.default_rng(0).dirichlet(np.ones(8), size=50)
-    words = np.eye(8, 16) * 4.0  # orthogonal, of any length
-    scores = pfsa_scores(label_space_features(probs, words), words)
+    words = np.eye(8, 16) * 4.0
+    words[:, 12] = 30.0  # a large part every word shares (the prompt template): it must not matter
+    prototypes = label_word_prototypes(words)
+    np.testing.assert_allclose(prototypes.sum(axis=0), 0.0, atol=1e-12)
+    scores = pfsa_scores(label_space_features(probs, prototypes), prototypes)
     np.testing.assert_array_equal(scores.argmax(axis=1), ppa_predict(probs))
 
     p = np.zeros(8)
     p[BASIC_EMOTIONS.index("Sadness")] = 0.5
     p[BASIC_EMOTIONS.index("Neutral")] = 0.5
-    assert pfsa_scores(label_space_features(p, np.eye(8)), np.eye(8)).argmax() == COMPOUND_EXPRESSIONS.index(
+    prototypes = label_word_prototypes(np.eye(8))
+    assert pfsa_scores(label_space_features(p, prototypes), prototypes).argmax() == COMPOUND_EXPRESSIONS.index(
         "Sadly Surprised"  # Sadness ties three compounds; the first in C-EXPR-DB's order wins
     )
     close = np.eye(8)
     close[BASIC_EMOTIONS.index("Neutral")] = close[BASIC_EMOTIONS.index("Anger")]  # "neutral" means "angry" here
-    assert pfsa_scores(label_space_features(p, close), close).argmax() == COMPOUND_EXPRESSIONS.index("Sadly Angry")
+    prototypes = label_word_prototypes(close)
+    assert pfsa_scores(label_space_features(p, prototypes), prototypes).argmax() == COMPOUND_EXPRESSIONS.index(
+        "Sadly Angry"
+    )
     with pytest.raises(ValueError, match=r"expected \(8, D\)"):
-        label_space_features(p, np.eye(7))
+        label_word_prototypes(np.eye(7))
 
 
 def test_pfsa_prototypes_are_class_means():

@@ -75,6 +75,7 @@ from affectlab.fusion import (
     class_weights,
     fused_probabilities,
     label_space_features,
+    label_word_prototypes,
     mhpf_loss,
     pfsa_scores,
     ppa_scores,
@@ -694,7 +695,8 @@ def compound_methods(
         if kind == "class_means":
             features, prototypes = fused[known], class_prototypes(basic_fused, basic_labels, NUM_BASIC)
         else:
-            features, prototypes = label_space_features(fused[known], label_words), label_words
+            prototypes = label_word_prototypes(label_words)
+            features = label_space_features(fused[known], prototypes)
         scores = np.full((len(fused), len(COMPOUND_EXPRESSIONS)), np.nan)
         scores[known] = pfsa_scores(features, prototypes, weighted=comp.pfsa_weighted,
                                     temperature=comp.pfsa_temperature)

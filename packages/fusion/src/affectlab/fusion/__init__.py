@@ -25,7 +25,13 @@ from affectlab.fusion.mhpf import (
     mhpf_loss,
     modality_weights,
 )
-from affectlab.fusion.pfsa import class_prototypes, label_space_features, pfsa_predict, pfsa_scores
+from affectlab.fusion.pfsa import (
+    class_prototypes,
+    label_space_features,
+    label_word_prototypes,
+    pfsa_predict,
+    pfsa_scores,
+)
 from affectlab.fusion.ppa import (
     BASIC_EMOTIONS,
     COMPOUND_EXPRESSIONS,
@@ -51,6 +57,7 @@ __all__ = [
     "create_mhpf",
     "fused_probabilities",
     "label_space_features",
+    "label_word_prototypes",
     "mhpf_combine",
     "mhpf_loss",
     "modality_weights",

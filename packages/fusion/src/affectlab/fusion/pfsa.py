@@ -12,9 +12,10 @@ Two choices of (f, mu), both from the MHPF-fused basic-emotion probabilities p o
 - class means: f = p, and mu_e is the mean of p over the basic-expression training windows labelled e
   (`class_prototypes`). s_e asks "how much does this segment look like a typical e segment", including the
   confusions the fusion makes on e, which PPA ignores.
-- CLIP text: mu_e = t_e, the unit CLIP text embedding of e's label word, and f = sum_e p_e t_e, the fused prediction
-  written in CLIP's text space (`label_space_features`). Then s_e = (p G)_e / |p T| with G the label words' Gram
-  matrix: a basic emotion also scores through the label words close to it in CLIP's space.
+- CLIP text: mu_e is the CLIP text embedding of e's label word, centred on the eight words' mean and of unit length
+  (`label_word_prototypes`), and f = sum_e p_e mu_e, the fused prediction written in that space
+  (`label_space_features`). Then s_e = (p G)_e / |p M| with G the prototypes' Gram matrix: a basic emotion also
+  scores through the label words close to it in CLIP's space.
 
 Unlike PPA, which adds probabilities, PFSA compares directions, so the scale of f does not matter and any feature
 in which the basic emotions are not calibrated probabilities can be used.
@@ -42,13 +43,20 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int 
         return sums / counts
 
 
-def label_space_features(probs: np.ndarray, label_embeddings: np.ndarray) -> np.ndarray:
-    """[..., 8] basic-emotion probabilities and [8, D] label-word embeddings -> [..., D] sum_e p_e * unit(t_e)."""
+def label_word_prototypes(label_embeddings: np.ndarray) -> np.ndarray:
+    """[8, D] label-word embeddings -> [8, D] PFSA's CLIP-text prototypes: each minus the words' mean, unit length.
+    The words' shared part (the prompt template, and the narrow cone a CLIP's text embeddings fill) says nothing
+    about which emotion a word names; left in, it makes every word nearly as similar to every feature."""
     label_embeddings = np.asarray(label_embeddings, dtype=np.float64)
     if label_embeddings.ndim != 2 or label_embeddings.shape[0] != len(BASIC_EMOTIONS):
         raise ValueError(f"label embeddings have shape {label_embeddings.shape}; expected ({len(BASIC_EMOTIONS)}, D)")
-    unit = label_embeddings / np.linalg.norm(label_embeddings, axis=1, keepdims=True).clip(1e-12)
-    return np.asarray(probs, dtype=np.float64) @ unit
+    centred = label_embeddings - label_embeddings.mean(axis=0)
+    return centred / np.linalg.norm(centred, axis=1, keepdims=True).clip(1e-12)
+
+
+def label_space_features(probs: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """[..., 8] basic-emotion probabilities and the [8, D] `label_word_prototypes` -> [..., D] sum_e p_e mu_e."""
+    return np.asarray(probs, dtype=np.float64) @ np.asarray(prototypes, dtype=np.float64)
 
 
 def pfsa_scores(
