@@ -121,3 +121,8 @@ def test_face_models_are_trained_in_the_run_and_give_their_tables(workdir, track
         assert 0.0 <= metrics[f"basic_val_f1/{name}"] <= 1.0
         (table,) = (workdir / "tables" / "cexpr").glob(f"*/affwild2/{name}.csv")
         assert read_modality_table(table).present.all()  # cross-fitted: every basic window has a prediction
+
+
+def test_unknown_pfsa_prototypes_are_a_config_error(workdir):
+    with pytest.raises(ConfigError, match=r"compound.pfsa_prototypes has \['means'\]; expected a subset of"):
+        main([*TINY, "compound.pfsa_prototypes=[class_means,means]", "visual.modalities=[]"])
