@@ -23,10 +23,11 @@ encoder's share of each, reading the batches, and the rest. The issue's target: 
         -s benchmarks/test_feature_cache_speed.py
 
 Measured (2 Xeon cores @ 2.5 GHz shared with other jobs, 1 torch thread; per epoch = fastest after the first):
-- ViT-B-32, batch 8, 2 epochs per side: 193.7 s -> 3.12 s = 62.1x (load average 7.2 -> 5.0); 97.9 s -> 2.05 s =
-  47.7x (load 3.4). Cached epoch: 2 steps of 816 ms, of which the text encoder's forward + backward 719 ms; reading
-  the batches 5 ms; validation and Lightning 0.42 s.
-- ViT-B-32, batch 2: 126.1 s -> 7.06 s = 17.9x (load 4.5 -> 3.2): 8 steps of 804 ms, text encoder 752 ms of each.
+- ViT-B-32, batch 8, 2 epochs per side: 67.1 s -> 2.06 s = 32.6x (load average 0.9, idle); 97.9 s -> 2.05 s =
+  47.7x (load 3.4); 193.7 s -> 3.12 s = 62.1x (load 7.2 -> 5.0). Cached epoch: 2 steps of 816-822 ms, of which the
+  text encoder's forward + backward 714-719 ms; reading the batches 4-5 ms; validation and Lightning 0.41 s.
+- ViT-B-32, batch 2: 73.8 s -> 6.68 s = 11.0x (load 0.5, idle); 126.1 s -> 7.06 s = 17.9x (load 4.5 -> 3.2): 8 steps
+  of 740-804 ms, the text encoder 679-752 ms of each.
 - affectlab-tiny, batch 8, 250 clips: 5.46 s -> 0.672 s = 8.1x (load 4.3); 2.17 s -> 0.697 s = 3.1x (load 0.4,
   the uncached side's two workers decode in parallel on an idle machine). Cached epoch: 27 steps of 17.5 ms (text
   encoder 7.5-7.9 ms), reading 41 ms, the rest 0.16-0.18 s. With model.learnable_ctx=false: 4.33 s -> 0.617 s = 7.0x.
