@@ -22,8 +22,11 @@ MELD is evaluated on dev (the test split is not distributed here); a slice of tr
 from __future__ import annotations
 
 import csv
+import json
+import os
 import random
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +48,16 @@ from torchmetrics.functional.classification import multiclass_f1_score
 from affectlab.datasets.cexpr import CEXPR_CLASSES, OTHER, fold_segment, read_cexpr_annotation, read_cexpr_folds
 from affectlab.datasets.emotion_corpus import EMOTIONS, fix_encoding
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.integrity import write_atomic
 from affectlab.fusion.textualize import MODALITIES, CueTables, load_cue_tables, write_synthetic_cue_tables
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableDataLoader,
+    checkpoint_run_id,
+    newest_intact,
+    resolve_resume,
+    resume_callbacks,
+)
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion
 from affectlab.lab.sharding import eval_shards, train_sampler
@@ -236,13 +248,14 @@ class PromptDataModule(L.LightningDataModule):
         self.train_set, self.val_set, self.test_set = train, val, test
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
 
-    def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def _loader(self, dataset, sampler=None, shuffle=False, train: bool = False) -> DataLoader:
+        return (ResumableDataLoader if train else DataLoader)(  # training resumes mid-epoch from a checkpoint
+            dataset, batch_size=self.batch_size, sampler=sampler, shuffle=shuffle if sampler is None else None,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         sampler = train_sampler(self.train_set, self.seed, self.trainer)
-        return self._loader(self.train_set, sampler, shuffle=sampler is None)
+        return self._loader(self.train_set, sampler, shuffle=sampler is None, train=True)
 
     def _eval_loader(self, dataset: Items) -> DataLoader:
         return self._loader(*eval_shards(dataset, self.trainer))
@@ -270,13 +283,18 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 class EmotionModule(L.LightningModule):
     """Trains any approach with cross-entropy: ``text`` and ``transcript`` call ``net(their prompts)``, ``features``
-    calls ``net(features, present)``; all map a batch to logits [B, classes]."""
+    calls ``net(features, present)``; all map a batch to logits [B, classes]. AdamW with a linear warm-up over
+    ``warmup`` of the steps, then a linear decay to 0 (the usual schedule for fine-tuning a BERT-like encoder)."""
 
-    def __init__(self, net: torch.nn.Module, approach: str, num_classes: int, lr: float, weight_decay: float):
+    def __init__(self, net: torch.nn.Module, approach: str, num_classes: int, lr: float, weight_decay: float,
+                 warmup: float = 0.0):
         super().__init__()
         if approach not in APPROACHES:
             raise ConfigError(f"approach {approach!r}: expected one of {list(APPROACHES)}")
+        if not 0.0 <= float(warmup) < 1.0:
+            raise ConfigError(f"optim.warmup={warmup!r}: expected the share of the training steps, in [0, 1)")
         self.net, self.approach, self.lr, self.weight_decay = net, approach, float(lr), float(weight_decay)
+        self.warmup = float(warmup)
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
@@ -313,7 +331,18 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        # the steps counted from the data, not by estimated_stepping_batches: that loads a training loader of its own,
+        # which took the resumed loader's place and broke a mid-epoch resume (different batches after it)
+        data, world = self.trainer.datamodule, max(1, self.trainer.world_size)
+        total = max(1, int(self.trainer.max_epochs) * -(-len(data.train_set) // (data.batch_size * world)))
+        warm = int(self.warmup * total)
+
+        def factor(step: int) -> float:
+            return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 # --- one training ----------------------------------------------------------------------------------------------------
@@ -333,35 +362,109 @@ def build_net(cfg: DictConfig, approach: str, num_classes: int, feature_sizes: d
         return create_text_classifier(
             text.name, num_classes, max_length=text.max_length,
             random_config=OmegaConf.to_container(text.random_config) if text.random_config else None,
-            lora=lora_options(cfg),
+            lora=lora_options(cfg), pooling=text.pooling,
         )
     spec = cfg.model.features
     return AttentionFusion({m: feature_sizes[m] for m in spec.modalities}, num_classes, dim=spec.dim,
                            depth=spec.depth, heads=spec.heads, dropout=spec.dropout)
 
 
+# --- checkpoints: a folder per run, a subfolder per training -------------------------------------------------------
+
+RUN_RECORD = "run.json"  # in a run's checkpoint folder: the parent MLflow run id
+RESULT = "result.json"  # in a training's folder once it is tested: its test metrics and confusion matrix
+
+
+@dataclass
+class Resume:
+    """Where this run's checkpoints go and what it continues: ``folder`` (one subfolder per training), the parent
+    MLflow run id (None: a new run) and the checkpoint to continue the unfinished training from (None: none)."""
+
+    folder: Path
+    parent_run_id: str | None = None
+    checkpoint: str | None = None
+
+    def training_folder(self, run_name: str) -> Path:
+        return self.folder / run_name.replace("/", "--")
+
+
+def _new_run_folder(root: Path) -> Path:
+    """A fresh folder that every process of the run names alike (torchrun's processes share the launch's port)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return root / time.strftime(f"%Y%m%d-ddp{os.environ.get('MASTER_PORT', '')}")
+    return root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+
+
+def resolve_run(cfg: DictConfig) -> Resume:
+    """``resume``: null (a new run), ``auto`` (the newest run folder under ``checkpoint_dir``; a new run when there is
+    none) or a checkpoint path (its run). A resumed run skips the trainings already tested (their ``result.json``)
+    and continues the unfinished one from its newest intact checkpoint (``resolve_resume``'s checks)."""
+    root = Path(str(cfg.checkpoint_dir)).expanduser()
+    if not cfg.resume:
+        return Resume(_new_run_folder(root))
+    if cfg.resume == "auto":
+        records = sorted(root.glob(f"*/{RUN_RECORD}"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        if not records:
+            rank_zero_warn(f"resume=auto: no run under {root} to continue; starting a new run")
+            return Resume(_new_run_folder(root))
+        folder = records[0].parent
+        checkpoint = newest_intact(folder)  # the newest intact checkpoint of the run's trainings
+    else:
+        checkpoint = resolve_resume(str(cfg.resume), root)  # raises on a missing or damaged file
+        folder = Path(checkpoint).parent.parent
+    record = folder / RUN_RECORD
+    try:
+        parent = json.loads(record.read_text(encoding="utf-8"))["parent_run_id"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"resume={cfg.resume!r}: {record} does not name the run's MLflow run ({error}); expected a "
+                          f"checkpoint under {root}/<run>/<training>/") from error
+    return Resume(folder, parent, str(checkpoint) if checkpoint else None)
+
+
 def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_classes: int,
-                 feature_sizes: dict[str, int], run_name: str, parent) -> tuple[dict[str, float], np.ndarray]:
+                 feature_sizes: dict[str, int], run_name: str, parent, resume: Resume) -> tuple[dict[str, float],
+                                                                                               np.ndarray]:
     """Train one model for ``trainer.max_epochs`` and test the last one; a nested MLflow run under ``parent`` (None
-    off rank 0) holds its curves. Returns the test metrics and confusion matrix."""
+    off rank 0) holds its curves. Checkpoints (``last.ckpt`` at epoch ends, ``step-latest.ckpt`` mid-epoch) go to
+    its folder of ``resume``; a training tested before a crash is not run again, one cut short continues from its
+    checkpoint into its MLflow run. Returns the test metrics and confusion matrix."""
+    folder = resume.training_folder(run_name)
+    done = folder / RESULT
+    if done.is_file():
+        result = json.loads(done.read_text(encoding="utf-8"))
+        print(f"{run_name}: tested before the resume ({done}), not trained again")
+        return result["metrics"], np.asarray(result["confusion"])
+    checkpoint = resume.checkpoint if resume.checkpoint and Path(resume.checkpoint).parent == folder else None
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg, approach, num_classes, feature_sizes)
     lr = cfg.optim.lr_features if approach == "features" else cfg.optim.lr_text
-    module = EmotionModule(net, approach, num_classes, lr, cfg.optim.weight_decay)
+    module = EmotionModule(net, approach, num_classes, lr, cfg.optim.weight_decay, cfg.optim.warmup)
     logger = None
     if parent is not None:
-        child = parent.experiment.create_run(parent.experiment_id, run_name=run_name,
-                                             tags={"mlflow.parentRunId": parent.run_id}).info.run_id
+        child = checkpoint_run_id(checkpoint)
+        if child is None:
+            child = parent.experiment.create_run(parent.experiment_id, run_name=run_name,
+                                                 tags={"mlflow.parentRunId": parent.run_id}).info.run_id
         logger = make_logger(cfg, run_id=child)
+    last = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger if logger is not None else False,
-        enable_checkpointing=False,  # fixed epochs, the last model is tested: nothing is selected on the test split
+        # fixed epochs, the last model is tested (nothing is selected on the test split); the checkpoints are for
+        # crashes: the epoch's last.ckpt and the mid-epoch step-latest.ckpt
+        callbacks=[last, *resume_callbacks(folder, cfg.checkpoint_every)],
+        plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the datamodule shards itself
     )
-    trainer.fit(module, datamodule=data)
+    if checkpoint:
+        print(f"{run_name}: continuing from {checkpoint}")
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
     results = trainer.test(module, datamodule=data, verbose=False)
-    return {k: float(v) for k, v in results[0].items()}, module.confusion
+    metrics = {k: float(v) for k, v in results[0].items()}
+    if trainer.is_global_zero:
+        result = json.dumps({"metrics": metrics, "confusion": module.confusion.tolist()})
+        write_atomic(done, lambda scratch: scratch.write_text(result, encoding="utf-8"))
+    return metrics, module.confusion
 
 
 def majority_f1(train: Items, test: Items, num_classes: int) -> dict[str, float]:
@@ -401,7 +504,8 @@ def _folder(configured, default: Path) -> Path | None:
 
 
 def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], class_names: Sequence[str],
-                tables: CueTables, encoder, parent, run_prefix: str, artifacts: Path) -> dict[str, dict[str, float]]:
+                tables: CueTables, encoder, parent, run_prefix: str, artifacts: Path,
+                resume: Resume) -> dict[str, dict[str, float]]:
     """Both approaches (and the majority baseline) on one split set; returns {approach: test metrics}."""
     every = [s for part in splits.values() for s in part]
     if encoder is not None:
@@ -415,7 +519,7 @@ def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], 
     results = {"majority": majority_f1(items["train"], items["test"], len(class_names))}
     for approach in cfg.approaches:
         metrics, confusion = fit_and_test(cfg, approach, data, len(class_names), sizes, f"{run_prefix}/{approach}",
-                                          parent)
+                                          parent, resume)
         results[approach] = metrics
         if parent is not None and setting == "meld":
             png = plot_confusion(confusion, class_names, artifacts / f"confusion_meld_{approach}.png",
@@ -434,9 +538,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     set_torch_threads(cfg.num_threads, cfg.data.num_workers)
-    parent = make_logger(cfg)
-    if parent is not None:
+    resume = resolve_run(cfg)
+    parent = make_logger(cfg, run_id=resume.parent_run_id)
+    if parent is not None and resume.parent_run_id is None:
         parent.log_hyperparams(flatten(cfg))
+        record = json.dumps({"parent_run_id": parent.run_id})
+        resume.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(resume.folder / RUN_RECORD, lambda scratch: scratch.write_text(record, encoding="utf-8"))
     scratch = Path(tempfile.mkdtemp(prefix="affectlab-meld-"))
     text_spec = cfg.model.text
     encoder = None
@@ -444,6 +552,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         encoder = create_text_classifier(
             text_spec.name, 2, max_length=text_spec.max_length,
             random_config=OmegaConf.to_container(text_spec.random_config) if text_spec.random_config else None,
+            pooling=text_spec.pooling,
         ).eval()
 
     per_setting: dict[str, list[dict[str, dict[str, float]]]] = {}
@@ -454,7 +563,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         splits = {"train": [meld["train"][i] for i in sorted(order[val_count:])],
                   "val": [meld["train"][i] for i in sorted(order[:val_count])], "test": meld["dev"]}
         tables = cue_tables(cfg, "meld", meld["train"] + meld["dev"], len(EMOTIONS), scratch)
-        per_setting["meld"] = [run_setting(cfg, "meld", splits, EMOTIONS, tables, encoder, parent, "meld", scratch)]
+        per_setting["meld"] = [run_setting(cfg, "meld", splits, EMOTIONS, tables, encoder, parent, "meld", scratch,
+                                           resume)]
     if "cexpr" in cfg.tasks:
         folds_dir = _folder(cfg.data.cexpr.folds_dir, SHARED_DATA / "cexpr" / "folds")
         annotation_dir = _folder(cfg.data.cexpr.annotation_dir, SHARED_DATA / "cexpr" / "annotation")
@@ -468,7 +578,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             every = [s for fold in folds.values() for part in fold.values() for s in part]
             tables = cue_tables(cfg, "cexpr", every, len(CEXPR_CLASSES), scratch / setting)
             per_setting[setting] = [run_setting(cfg, setting, fold, classes, tables, encoder, parent,
-                                                f"{setting}/fold{k}", scratch) for k, fold in folds.items()]
+                                                f"{setting}/fold{k}", scratch, resume)
+                                    for k, fold in folds.items()]
 
     if not per_setting:
         raise ConfigError(f"tasks={list(cfg.tasks)}: nothing to run (no MELD task and no C-EXPR-DB folds found)")
