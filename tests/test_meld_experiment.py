@@ -198,3 +198,16 @@ def test_experiment_trains_both_approaches_and_logs_them_side_by_side(workdir, s
     child = next(r for r in runs if r.info.run_name == "meld/features")
     assert {"train/loss", "val/f1_weighted", "test/f1_weighted", "test/f1_macro"} <= set(child.data.metrics)
     assert np.isclose(child.data.metrics["test/f1_weighted"], summary["meld/features/f1_weighted"])
+
+
+@pytest.mark.slow  # the real MiniLM embeds 400 real utterances
+def test_on_real_meld_the_words_alone_beat_the_majority_class(workdir, shared_data):
+    summary = main([
+        f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", "tasks=[meld]", "approaches=[features]",
+        "model.features.modalities=[text]", "data.meld.train_size=250", "data.meld.dev_size=150",
+        "model.text.max_length=48", "trainer.max_epochs=10", "data.batch_size=16",
+    ])
+    majority = summary["meld/majority/f1_weighted"]
+    print(f"MELD dev weighted F1: frozen MiniLM + fusion head {summary['meld/features/f1_weighted']:.3f}, "
+          f"majority {majority:.3f}")
+    assert summary["meld/features/f1_weighted"] > majority + 0.08
