@@ -464,6 +464,8 @@ def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_cla
     if trainer.is_global_zero:
         result = json.dumps({"metrics": metrics, "confusion": module.confusion.tolist()})
         write_atomic(done, lambda scratch: scratch.write_text(result, encoding="utf-8"))
+        for stale in folder.glob("*.ckpt*"):  # a tested training resumes from result.json: ~270 MB each for MiniLM
+            stale.unlink(missing_ok=True)
     return metrics, module.confusion
 
 
