@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MetricCollection
@@ -29,7 +30,13 @@ from affectlab.datasets.emotion_corpus import (
     read_meld,
     stratified_sample,
 )
-from affectlab.lab.checkpoints import AtomicCheckpointIO
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    ResumableDataLoader,
+    checkpoint_run_id,
+    resolve_resume,
+    resume_callbacks,
+)
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
 from affectlab.lab.sharding import eval_shards, train_sampler
@@ -322,18 +329,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     steps = cfg.trainer.max_epochs * -(-len(train_set) // (batch_size * world))
     module = ProbeModule(probes, layers, cfg.probe.optim, steps)
 
-    logger = make_logger(cfg)
+    checkpoint_root = Path(cfg.checkpoint_dir)
+    resume = resolve_resume(cfg.resume, checkpoint_root)  # after a crash: the newest intact checkpoint, same run
+    run_id = checkpoint_run_id(resume)
+    logger = make_logger(cfg, run_id=run_id)
+    folder = Path(resume).parent if resume else checkpoint_root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+    epochs = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True)  # last.ckpt at every epoch's end
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger,
+        callbacks=[epochs, *resume_callbacks(folder, cfg.checkpoint_every)],  # + mid-epoch step-latest.ckpt
         plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the loaders shard themselves; the test one without counting padding twice
     )
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and not run_id:
         logger.log_hyperparams(flatten(cfg))
     sampler = train_sampler(train_set, cfg.seed, trainer)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, shuffle=sampler is None)
-    trainer.fit(module, train_loader)
+    train_loader = ResumableDataLoader(train_set, batch_size=batch_size, sampler=sampler, shuffle=sampler is None)
+    trainer.fit(module, train_loader, ckpt_path=resume)
     test_data, test_sampler = eval_shards(test_set, trainer)
     test_loader = DataLoader(test_data, batch_size=1024, sampler=test_sampler)
     trainer.test(module, test_loader, verbose=False)
