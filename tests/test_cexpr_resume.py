@@ -4,8 +4,6 @@ alone; the face models' training, interrupted mid-fold, goes on from its checkpo
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from omegaconf import OmegaConf
 from affectlab.lab.cexpr import FaceModule, cross_fitted, main
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.models.face_expression import TemporalEmotionHead
+from crash import child_env, kill_when, start, step_reached
 from conftest import ROOT
 
 STEPS_PER_EPOCH, EPOCHS = 4, 4  # MHPF: 256 windows a epoch in batches of 64
@@ -49,17 +48,6 @@ def command(workdir: Path, *extra: str) -> list[str]:
             f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", *extra]
 
 
-def kill_when(process: subprocess.Popen, ready) -> None:
-    """SIGKILL the process as soon as `ready()` is true; fails if it ended first."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None and not ready():
-        time.sleep(0.01)
-    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-
-
 def runs_of(workdir: Path) -> tuple[MlflowClient, list]:
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cexpr")
@@ -69,25 +57,20 @@ def runs_of(workdir: Path) -> tuple[MlflowClient, list]:
 
 @pytest.mark.slow  # real processes: a run killed and resumed, beside the run left alone
 def test_killed_in_fusion_training_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = child_env()
     killed, alone = tmp_path / "killed", tmp_path / "alone"
     killed.mkdir()
     alone.mkdir()
     started = time.monotonic()
 
-    process = subprocess.Popen(command(killed), cwd=killed, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = start(command(killed), killed)
     # meanwhile the run left alone, in this process (it shares nothing with the other)
     monkeypatch.chdir(alone)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     expected = main([*RUN, f"mlflow.tracking_uri=sqlite:///{alone / 'mlflow.db'}"])
 
-    def mid_fusion() -> bool:  # a mid-epoch checkpoint of MHPF's second epoch is on disk
-        records = [read_record(p) for p in (killed / "checkpoints" / "cexpr").glob("*/step-latest.ckpt")]
-        return any(r and r["global_step"] >= STEPS_PER_EPOCH + 1 for r in records)
-
-    kill_when(process, mid_fusion)
+    # a mid-epoch checkpoint of MHPF's second epoch is on disk
+    kill_when(process, step_reached(killed / "checkpoints" / "cexpr", "*/step-latest.ckpt", STEPS_PER_EPOCH + 1))
     target = newest_intact(killed / "checkpoints" / "cexpr")
     record = read_record(target)
     print(f"killed; resuming from {target.name} at step {record['global_step']} (epoch {record['epoch']})")

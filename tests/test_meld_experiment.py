@@ -17,7 +17,6 @@ from affectlab.fusion.textualize import load_cue_tables, write_synthetic_cue_tab
 from affectlab.lab.config import load_config
 from affectlab.lab.meld import Sample, build_items, cexpr_fold, cue_tables, main, read_meld_utterances
 from affectlab.models.attention_fusion import AttentionFusion
-from affectlab.models.errors import ModelError
 from affectlab.models.text_classifier import create_text_classifier, resolve_model
 
 TINY_BERT = "model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, " \

@@ -4,8 +4,6 @@ checkpoint into the same MLflow runs, and ends with the same metrics as the same
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld import main
+from crash import child_env, history, kill_when, start, step_reached
 from conftest import ROOT
 
 STEPS_PER_EPOCH = 17  # 80 synthetic utterances minus the validation 15% (12) = 68, in batches of 4
@@ -41,35 +40,18 @@ def runs_by_name(uri: str) -> tuple[MlflowClient, dict]:
     return client, dict(zip(names, runs))
 
 
-def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
-    """Metric values by step (a step logged before the kill and again after the resume keeps its last value)."""
-    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
-
-
 @pytest.mark.slow  # real processes: one run left alone, one killed and resumed
 def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = child_env()
     alone_dir, killed_dir = tmp_path / "alone", tmp_path / "killed"
     alone_dir.mkdir()
     killed_dir.mkdir()
     started = time.monotonic()
     alone = subprocess.run(command(alone_dir), cwd=alone_dir, env=env, capture_output=True, text=True, timeout=600)
     assert alone.returncode == 0, alone.stderr[-5000:]
-    process = subprocess.Popen(command(killed_dir), cwd=killed_dir, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-
+    process = start(command(killed_dir), killed_dir)
     # kill -9 once the transcript model (the second training) has checkpointed a step of its second epoch
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        records = [read_record(p) for p in (killed_dir / "ckpt").glob("*/meld--transcript/step-latest.ckpt")]
-        if any(r and r["global_step"] >= STEPS_PER_EPOCH + 1 for r in records):
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    kill_when(process, step_reached(killed_dir / "ckpt", "*/meld--transcript/step-latest.ckpt", STEPS_PER_EPOCH + 1))
 
     (run_folder,) = (killed_dir / "ckpt").iterdir()
     target = newest_intact(run_folder)

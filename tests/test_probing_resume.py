@@ -3,11 +3,8 @@ resume=auto continues the same MLflow run and ends with the same curves and per-
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.lab.probing import BUNDLED_CORPUS, main
+from crash import child_env, history, kill_when, start, step_reached
 from conftest import ROOT
 
 BATCH = 4
@@ -37,10 +35,6 @@ def only_run(workdir: Path):
     return client, runs[0]
 
 
-def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
-    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
-
-
 @pytest.mark.slow  # real processes: a probing run killed and resumed, beside the same run left alone
 def test_probing_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
     cache = tmp_path / "features"  # extracted once by the run left alone, read by the other two
@@ -52,27 +46,16 @@ def test_probing_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path
     alone_summary = main(probing_args(alone_dir, cache))
     steps_per_epoch = -(-int(alone_summary["train_examples"]) // BATCH)
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
     command = [sys.executable, str(ROOT / "experiments" / "probing.py"), *probing_args(killed_dir, cache)]
-    process = subprocess.Popen(command, cwd=killed_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        records = [read_record(p) for p in (killed_dir / "ckpt").glob("*/step-latest.ckpt")]
-        if any(r and r["global_step"] >= steps_per_epoch + 2 for r in records):
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    process = start(command, killed_dir)
+    kill_when(process, step_reached(killed_dir / "ckpt", "*/step-latest.ckpt", steps_per_epoch + 2))
     target = newest_intact(killed_dir / "ckpt")
     record = read_record(target)
     assert record["global_step"] % steps_per_epoch != 0 and record["global_step"] < EPOCHS * steps_per_epoch, record
     _, before = only_run(killed_dir)
     assert before.info.status == "RUNNING" and record["mlflow_run_id"] == before.info.run_id
 
-    done = subprocess.run([*command, "resume=auto"], cwd=killed_dir, env=env, capture_output=True, text=True,
+    done = subprocess.run([*command, "resume=auto"], cwd=killed_dir, env=child_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-5000:]
     client, resumed = only_run(killed_dir)

@@ -3,9 +3,6 @@ SIGKILL mid-epoch and resumed ends with the same metrics, in the same MLflow run
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +21,7 @@ from affectlab.lab.checkpoints import (
 )
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer import run
+from crash import child_env, history, kill_when, start, step_reached
 from conftest import ROOT, TINY_RUN
 
 STEPS_PER_EPOCH = 4  # 30 training clips (40 minus the validation quarter) in batches of 8
@@ -103,11 +101,6 @@ def raer_command(workdir: Path, *extra: str) -> list[str]:
     ]
 
 
-def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
-    """Metric values by step (a step logged twice, before a kill and after the resume, keeps its last value)."""
-    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
-
-
 def only_run(uri: str):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
@@ -117,8 +110,6 @@ def only_run(uri: str):
 
 @pytest.mark.slow  # real processes: two training runs started and one killed
 def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
     killed_dir, alone_dir = tmp_path / "killed", tmp_path / "alone"
     killed_dir.mkdir()
     alone_dir.mkdir()
@@ -132,18 +123,8 @@ def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkey
                     environ={}))
 
     # kill -9 as soon as a checkpoint of the second epoch's first step is on disk
-    process = subprocess.Popen(raer_command(killed_dir), cwd=killed_dir, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        records = [read_record(p) for p in (killed_dir / "ckpt").glob("*/step-latest.ckpt")]
-        if any(r and r["global_step"] >= STEPS_PER_EPOCH + 1 for r in records):
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    process = start(raer_command(killed_dir), killed_dir)
+    kill_when(process, step_reached(killed_dir / "ckpt", "*/step-latest.ckpt", STEPS_PER_EPOCH + 1))
 
     target = newest_intact(killed_dir / "ckpt")
     record = read_record(target)
@@ -152,7 +133,7 @@ def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkey
     client, before = only_run(f"sqlite:///{killed_dir / 'mlflow.db'}")
     assert before.info.status == "RUNNING" and record["mlflow_run_id"] == before.info.run_id
 
-    done = subprocess.run(raer_command(killed_dir, "resume=auto"), cwd=killed_dir, env=env, capture_output=True,
+    done = subprocess.run(raer_command(killed_dir, "resume=auto"), cwd=killed_dir, env=child_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-5000:]
     print(f"three runs in {time.monotonic() - started:.1f} s")

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
@@ -86,13 +84,12 @@ from affectlab.fusion import (
 )
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
+    epoch_checkpoints,
+    resume_point,
     ResumableDataLoader,
-    checkpoint_run_id,
     newest_intact,
     read_record,
     record_path,
-    resolve_resume,
-    resume_callbacks,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import print_summary
@@ -298,13 +295,6 @@ class FaceModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=self.lr)
-
-
-def epoch_checkpoints(folder: Path, every: DictConfig | None) -> list:
-    """What a Trainer needs to survive kill -9 (affectlab.lab.checkpoints): `last.ckpt` at every epoch's end and the
-    mid-epoch `step-latest.ckpt` every `checkpoint_every`, both written atomically with a size/SHA-256 record."""
-    last = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, enable_version_counter=False)
-    return [last, *resume_callbacks(folder, every)]
 
 
 def train_face_model(net: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, spec: DictConfig,
@@ -831,12 +821,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     # kill -9 at any moment: resume=auto continues the newest intact checkpoint into its MLflow run (the tables above
     # are a cache, and the face models' training in it resumes by itself)
-    resume = resolve_resume(cfg.resume, Path(cfg.checkpoint_dir))
-    run_id = checkpoint_run_id(resume)
+    resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
     logger = make_logger(cfg, run_id=run_id)
     if not run_id:
         logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
-    folder = Path(resume).parent if resume else Path(cfg.checkpoint_dir) / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
     subsets = fusion_subsets(len(modalities), cfg.ablation)
     module = fit_fusion(cfg, basic, labels, subsets, logger, folder, resume)
     client, run_id = logger.experiment, logger.run_id

@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 from collections import deque
 from datetime import timedelta
 from pathlib import Path
@@ -349,3 +351,23 @@ def resume_callbacks(folder: Path, every: DictConfig | dict | None) -> list[Call
     """The callbacks every experiment adds to its Trainer: `ResumeState` and the mid-epoch checkpoint."""
     step = step_checkpoint(folder, every)
     return [ResumeState()] + ([step] if step is not None else [])
+
+
+def epoch_checkpoints(folder: Path, every: DictConfig | dict | None) -> list[Callback]:
+    """`resume_callbacks` plus `last.ckpt` at every epoch's end: what a training that selects nothing on validation
+    needs to survive kill -9."""
+    last = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, enable_version_counter=False)
+    return [last, *resume_callbacks(folder, every)]
+
+
+def new_run_folder(checkpoint_root: Path) -> Path:
+    """A fresh checkpoint folder for a new run under the root (ModelCheckpoint broadcasts rank 0's to the others)."""
+    return Path(checkpoint_root) / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+
+
+def resume_point(resume: str | None, checkpoint_root: Path) -> tuple[str | None, str | None, Path]:
+    """For ``resume`` (null, ``auto`` or a path): the checkpoint to continue (None: start afresh), its MLflow run id
+    (None: a new run) and the folder the run's checkpoints go to (the checkpoint's own, else a new one)."""
+    checkpoint = resolve_resume(resume, Path(checkpoint_root))
+    folder = Path(checkpoint).parent if checkpoint else new_run_folder(checkpoint_root)
+    return checkpoint, checkpoint_run_id(checkpoint), folder

@@ -20,7 +20,8 @@ from affectlab.lab.tracking import make_logger
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate and test the checkpoint ``resume`` names (a Lightning .ckpt of this experiment, or ``auto`` for the
     newest last.ckpt under ``checkpoint_dir``); returns the val/ and test/ metrics."""
-    from affectlab.lab.raer import ClipCaerModule, RaerDataModule, build_net, resolve_resume
+    from affectlab.lab.checkpoints import resolve_resume
+    from affectlab.lab.raer import ClipCaerModule, RaerDataModule, build_net
 
     checkpoint = resolve_resume(cfg.resume, Path(cfg.checkpoint_dir))
     if checkpoint is None:

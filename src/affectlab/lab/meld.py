@@ -52,11 +52,12 @@ from affectlab.datasets.integrity import write_atomic
 from affectlab.fusion.textualize import MODALITIES, CueTables, load_cue_tables, write_synthetic_cue_tables
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
+    epoch_checkpoints,
+    new_run_folder,
     ResumableDataLoader,
     checkpoint_run_id,
     newest_intact,
     resolve_resume,
-    resume_callbacks,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion
@@ -392,7 +393,7 @@ def _new_run_folder(root: Path) -> Path:
     """A fresh folder that every process of the run names alike (torchrun's processes share the launch's port)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return root / time.strftime(f"%Y%m%d-ddp{os.environ.get('MASTER_PORT', '')}")
-    return root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
+    return new_run_folder(root)
 
 
 def resolve_run(cfg: DictConfig) -> Resume:
@@ -446,13 +447,12 @@ def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_cla
             child = parent.experiment.create_run(parent.experiment_id, run_name=run_name,
                                                  tags={"mlflow.parentRunId": parent.run_id}).info.run_id
         logger = make_logger(cfg, run_id=child)
-    last = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger if logger is not None else False,
         # fixed epochs, the last model is tested (nothing is selected on the test split); the checkpoints are for
         # crashes: the epoch's last.ckpt and the mid-epoch step-latest.ckpt
-        callbacks=[last, *resume_callbacks(folder, cfg.checkpoint_every)],
+        callbacks=epoch_checkpoints(folder, cfg.checkpoint_every),
         plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the datamodule shards itself
     )

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MetricCollection
@@ -32,10 +31,9 @@ from affectlab.datasets.emotion_corpus import (
 )
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
+    epoch_checkpoints,
+    resume_point,
     ResumableDataLoader,
-    checkpoint_run_id,
-    resolve_resume,
-    resume_callbacks,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
 from affectlab.lab.report import plot_confusion, print_summary
@@ -329,16 +327,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     steps = cfg.trainer.max_epochs * -(-len(train_set) // (batch_size * world))
     module = ProbeModule(probes, layers, cfg.probe.optim, steps)
 
-    checkpoint_root = Path(cfg.checkpoint_dir)
-    resume = resolve_resume(cfg.resume, checkpoint_root)  # after a crash: the newest intact checkpoint, same run
-    run_id = checkpoint_run_id(resume)
+    # after a crash (resume=auto): the newest intact checkpoint, continued into its MLflow run
+    resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
     logger = make_logger(cfg, run_id=run_id)
-    folder = Path(resume).parent if resume else checkpoint_root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
-    epochs = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True)  # last.ckpt at every epoch's end
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger,
-        callbacks=[epochs, *resume_callbacks(folder, cfg.checkpoint_every)],  # + mid-epoch step-latest.ckpt
+        callbacks=epoch_checkpoints(folder, cfg.checkpoint_every),  # last.ckpt and the mid-epoch step-latest.ckpt
         plugins=[AtomicCheckpointIO()],  # a checkpoint is complete or absent, never half-written
         use_distributed_sampler=False,  # the loaders shard themselves; the test one without counting padding twice
     )

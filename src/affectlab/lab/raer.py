@@ -8,9 +8,7 @@ paper's comparison table (compare.py) instead of one training run.
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +40,8 @@ from affectlab.datasets.prepare import prepare_boxes
 from affectlab.datasets.raer import normalise_pixels
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
+    resume_point,
     ResumableDataLoader,
-    checkpoint_run_id,
-    resolve_resume,
     resume_callbacks,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
@@ -410,12 +407,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                             label_smoothing=cfg.model.label_smoothing, cb_beta=cfg.model.cb_beta,
                             contexts=cfg.data.contexts)
 
-    checkpoint_root = Path(cfg.checkpoint_dir)
-    resume = resolve_resume(cfg.resume, checkpoint_root)
-    run_id = checkpoint_run_id(resume)
+    resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
     logger = make_logger(cfg, run_id=run_id)
-    # the folder is broadcast from rank 0 by ModelCheckpoint, so every process agrees on it
-    folder = Path(resume).parent if resume else checkpoint_root / time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}")
     checkpoints = ModelCheckpoint(
         dirpath=folder,
         filename="best-{epoch:02d}",

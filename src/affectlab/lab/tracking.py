@@ -243,10 +243,12 @@ class ResilientClient:
     def _write(self, name: str, arguments: dict):
         box = self._box
         with box.lock:
-            waiting = bool(box.queue) or any(box.run_ids.get(i) is None for i in _offline_ids(arguments))
-            if waiting:
+            if box.run_ids:  # (only after a run was created offline: no walk over every write's arguments before)
+                if any(box.run_ids.get(i) is None for i in _offline_ids(arguments)):
+                    return self._enqueue(name, arguments)  # its run is not on the server yet
+                arguments = _translate(arguments, box.run_ids)
+            if box.queue:
                 return self._enqueue(name, arguments)
-            arguments = _translate(arguments, box.run_ids)
         try:
             return getattr(self._client, name)(**arguments)
         except Exception as error:
