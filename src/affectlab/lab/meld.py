@@ -60,6 +60,7 @@ from affectlab.lab.checkpoints import (
     resolve_resume,
 )
 from affectlab.lab.config import ConfigError, flatten, load_config
+from affectlab.lab.meld_clips import CLIP_MODALITIES, ClipEncoder, clip_features
 from affectlab.lab.report import plot_confusion
 from affectlab.lab.sharding import eval_shards, train_sampler
 from affectlab.lab.threads import set_torch_threads
@@ -216,12 +217,15 @@ class Items(Dataset):
 
 
 def build_items(samples: Sequence[Sample], tables: CueTables, text_features: dict[str, np.ndarray],
-                cfg: DictConfig) -> Items:
-    modalities = list(cfg.model.features.modalities)
-    sizes = {"text": len(next(iter(text_features.values()))), **tables.feature_sizes}
+                cfg: DictConfig, clips: ClipVectors | None = None) -> Items:
+    """``clips``: the vectors read from the samples' video clips (MELD with ``data.meld.clips``), which add the
+    ``video`` and ``speech`` tokens to the feature model's modalities."""
+    modalities = list(cfg.model.features.modalities) + (list(CLIP_MODALITIES) if clips else [])
+    sizes = feature_sizes(text_features, tables, clips)
     items = []
     for sample in samples:
-        vectors = {"text": text_features[sample.segment], **tables.features(sample.segment)}
+        vectors = {"text": text_features[sample.segment], **tables.features(sample.segment),
+                   **(clips.vectors[sample.segment] if clips else {})}
         items.append({
             "text": tables.prompt(sample.segment, list(cfg.prompt.modalities), cfg.prompt.avd_levels),
             **{approach: tables.prompt(sample.segment, parts, cfg.prompt.avd_levels)
@@ -232,6 +236,47 @@ def build_items(samples: Sequence[Sample], tables: CueTables, text_features: dic
             "label": torch.tensor(sample.label),
         })
     return Items(items)
+
+
+@dataclass
+class ClipVectors:
+    """The clip-derived vectors of every segment ({segment: {"video": [D] | None, "speech": [M] | None}})."""
+
+    vectors: dict[str, dict[str, np.ndarray | None]]
+    sizes: dict[str, int]
+
+
+def feature_sizes(text_features: dict[str, np.ndarray], tables: CueTables,
+                  clips: ClipVectors | None = None) -> dict[str, int]:
+    return {"text": len(next(iter(text_features.values()))), **tables.feature_sizes, **(clips.sizes if clips else {})}
+
+
+def meld_clip_vectors(cfg: DictConfig, samples: Sequence[Sample], parent) -> ClipVectors | None:
+    """With ``data.meld.clips``: the clips' video and speech vectors (cached), their counts logged to MLflow and
+    warned about when some are missing; None without."""
+    meld = cfg.data.meld
+    if meld.clips is None:
+        return None
+    folder = Path(str(meld.clips)).expanduser()
+    spec = cfg.model.features.clip_encoder
+    encoder = ClipEncoder(spec.name, spec.pretrained, frames=spec.frames, sample_rate=spec.sample_rate,
+                          n_mels=spec.n_mels)
+    cache = Path(str(meld.clip_cache)).expanduser() if meld.clip_cache != "auto" else \
+        Path(os.environ.get("AFFECTLAB_CACHE", "~/.cache/affectlab")).expanduser() / "meld_clips"
+    vectors, counts = clip_features(samples, folder, encoder, cache, cfg.data.on_bad_clip)
+    if counts.missing or counts.silent or counts.skipped:
+        rank_zero_warn(f"MELD clips under {folder}: {counts.found} read, {counts.missing} utterances without a clip, "
+                       f"{counts.silent} clips without sound, {counts.skipped} unreadable and skipped"
+                       + (f" (first: {counts.skipped_files[0]})" if counts.skipped_files else "")
+                       + "; their video/speech tokens are masked")
+    if counts.found == 0:
+        raise DatasetError(f"{folder}: no clip of the {len(samples)} MELD utterances is there; expected "
+                           "<folder>/{train,dev}/dia{D}_utt{U}.mp4 or MELD.Raw's train_splits/ and "
+                           "dev_splits_complete/")
+    if parent is not None:
+        for key, value in counts.as_metrics().items():
+            parent.experiment.log_metric(parent.run_id, key, value)
+    return ClipVectors(vectors, encoder.sizes)
 
 
 def embed_transcripts(encoder, tables: CueTables, samples: Sequence[Sample], batch_size: int) -> dict[str, np.ndarray]:
@@ -366,7 +411,7 @@ def build_net(cfg: DictConfig, approach: str, num_classes: int, feature_sizes: d
             lora=lora_options(cfg), pooling=text.pooling,
         )
     spec = cfg.model.features
-    return AttentionFusion({m: feature_sizes[m] for m in spec.modalities}, num_classes, dim=spec.dim,
+    return AttentionFusion(dict(feature_sizes), num_classes, dim=spec.dim,
                            depth=spec.depth, heads=spec.heads, dropout=spec.dropout)
 
 
@@ -488,6 +533,8 @@ def check_config(cfg: DictConfig) -> None:
         if not values or any(v not in allowed for v in values):
             raise ConfigError(f"{key}={list(values) if values else values}: expected a non-empty subset of "
                               f"{list(allowed)}")
+    if cfg.data.on_bad_clip not in ("error", "skip"):
+        raise ConfigError(f"data.on_bad_clip={cfg.data.on_bad_clip!r}: expected error or skip")
     bad = [k for k in cfg.data.cexpr.folds if k not in range(5)]
     if bad:
         raise ConfigError(f"data.cexpr.folds has {bad}; expected fold numbers 0..4")
@@ -507,15 +554,17 @@ def _folder(configured, default: Path) -> Path | None:
 
 def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], class_names: Sequence[str],
                 tables: CueTables, encoder, parent, run_prefix: str, artifacts: Path,
-                resume: Resume) -> dict[str, dict[str, float]]:
+                resume: Resume, clips: ClipVectors | None = None) -> dict[str, dict[str, float]]:
     """Both approaches (and the majority baseline) on one split set; returns {approach: test metrics}."""
     every = [s for part in splits.values() for s in part]
     if encoder is not None:
         text_features = embed_transcripts(encoder, tables, every, cfg.data.batch_size)
     else:  # the text approach alone reads no feature vectors
         text_features = {s.segment: np.zeros(1) for s in every}
-    items = {part: build_items(samples, tables, text_features, cfg) for part, samples in splits.items()}
-    sizes = {"text": len(next(iter(text_features.values()))), **tables.feature_sizes}
+    items = {part: build_items(samples, tables, text_features, cfg, clips) for part, samples in splits.items()}
+    every_size = feature_sizes(text_features, tables, clips)
+    modalities = list(cfg.model.features.modalities) + (list(CLIP_MODALITIES) if clips else [])
+    sizes = {m: every_size[m] for m in modalities}  # the feature model's tokens, in the items' order
     data = PromptDataModule(items["train"], items["val"], items["test"], cfg.data.batch_size, cfg.data.num_workers,
                             cfg.seed)
     results = {"majority": majority_f1(items["train"], items["test"], len(class_names))}
@@ -565,8 +614,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         splits = {"train": [meld["train"][i] for i in sorted(order[val_count:])],
                   "val": [meld["train"][i] for i in sorted(order[:val_count])], "test": meld["dev"]}
         tables = cue_tables(cfg, "meld", meld["train"] + meld["dev"], len(EMOTIONS), scratch)
+        clips = meld_clip_vectors(cfg, meld["train"] + meld["dev"], parent) if "features" in cfg.approaches else None
         per_setting["meld"] = [run_setting(cfg, "meld", splits, EMOTIONS, tables, encoder, parent, "meld", scratch,
-                                           resume)]
+                                           resume, clips)]
     if "cexpr" in cfg.tasks:
         folds_dir = _folder(cfg.data.cexpr.folds_dir, SHARED_DATA / "cexpr" / "folds")
         annotation_dir = _folder(cfg.data.cexpr.annotation_dir, SHARED_DATA / "cexpr" / "annotation")

@@ -1,4 +1,4 @@
-"""Video clips: frames read with decord, and a Motion-JPEG AVI writer that needs no encoder library.
+"""Video clips: frames (and sound) read with decord, and a Motion-JPEG AVI writer that needs no encoder library.
 
 decord readers hold FFmpeg state that must not cross a fork, so `read_frames` opens a reader, reads and drops it;
 a Dataset calls it inside `__getitem__` and DataLoader workers each open their own.
@@ -73,6 +73,29 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> dict[int, np.ndarra
     finally:
         del reader
     return dict(zip(wanted, frames))
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray | None:
+    """The clip's sound track as a mono float32 waveform [N] at `sample_rate`, or None when the file has no audio
+    stream (a silent clip is a missing modality, not an error). A file that is not a readable media file raises."""
+    import decord
+
+    path = Path(path)
+    try:
+        reader = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
+    except (RuntimeError, decord.DECORDError) as exc:
+        if "find audio stream" in str(exc):
+            return None
+        raise DatasetError(f"{path}: cannot open its audio ({_reason(exc)}); expected a media file decord reads "
+                           f"({', '.join(VIDEO_SUFFIXES)})") from exc
+    try:
+        samples = reader[:].asnumpy().reshape(-1).astype(np.float32, copy=False)
+    except Exception as exc:  # decord raises its own error types from C++
+        raise DatasetError(f"{path}: cannot decode its audio ({_reason(exc)}); expected a readable file, not a "
+                           "truncated or damaged one") from exc
+    finally:
+        del reader
+    return samples if samples.size else None
 
 
 def write_mjpeg_avi(path: str | Path, frames: Sequence[np.ndarray], fps: int = 25, quality: int = 90) -> Path:
