@@ -12,7 +12,8 @@ worker start) is printed beside, and the speed-up over a 20-epoch run including 
 Shapes: the tiny default (raer.yaml as it is: affectlab-tiny, 8 frames, 48 px, batch 8, the synthetic RAER of 250
 training clips of 16 frames at 160x120) and the paper's image encoder (ViT-B-32 with random weights, 16 frames,
 224 px, batch 8 as in the paper; 20 training clips). ``AFFECTLAB_BENCH_SHAPE`` picks one, ``AFFECTLAB_BENCH_BATCH``
-overrides the batch, ``AFFECTLAB_BENCH_EPOCHS`` the epochs per side (3; the first, with the workers' start, is printed
+overrides the batch, ``AFFECTLAB_BENCH_FRAME`` the frame size (``1920x1080``: RAER's real frames, which the uncached
+side decodes; default 160x120), ``AFFECTLAB_BENCH_CLIPS`` the training clips, ``AFFECTLAB_BENCH_EPOCHS`` the epochs per side (3; the first, with the workers' start, is printed
 and the fastest later one is the figure), ``AFFECTLAB_BENCH_OVERRIDES`` adds ``key=value`` overrides to both sides
 (e.g. ``model.learnable_ctx=false``). A breakdown of the cached epoch follows: its training steps, the text
 encoder's share of each, reading the batches, and the rest. The issue's target: >= 20x per epoch for both.
@@ -57,6 +58,9 @@ CHOSEN = [os.environ["AFFECTLAB_BENCH_SHAPE"]] if "AFFECTLAB_BENCH_SHAPE" in os.
 EPOCHS = int(os.environ.get("AFFECTLAB_BENCH_EPOCHS", "3"))
 EXTRA = os.environ.get("AFFECTLAB_BENCH_OVERRIDES", "").split()  # more key=value overrides, on both sides
 RUN_EPOCHS = 20  # a run's length, for the amortised figure
+# the synthetic frames' size: 160x120 by default (the embedded set), 1920x1080 for RAER's real frames
+FRAME = tuple(int(v) for v in os.environ.get("AFFECTLAB_BENCH_FRAME", "160x120").split("x"))
+CLIPS = os.environ.get("AFFECTLAB_BENCH_CLIPS")  # training clips (default: the shape's)
 
 
 class EpochTimer(L.Callback):
@@ -132,7 +136,8 @@ def test_feature_cache_epoch_speedup(backbone, tmp_path):
     shape = SHAPES[backbone]
     cfg = load_config("raer", [*shape["overrides"], *EXTRA], environ={})
     batch = int(os.environ.get("AFFECTLAB_BENCH_BATCH", cfg.data.batch_size))
-    root = make_synthetic_raer(tmp_path / "raer", num_train=shape["clips"], num_test=0, num_frames=16)
+    clips = int(CLIPS) if CLIPS else shape["clips"]
+    root = make_synthetic_raer(tmp_path / "raer", num_train=clips, num_test=0, num_frames=16, frame_size=FRAME)
     overrides = [*shape["overrides"], f"data.root={root}", f"data.batch_size={batch}", *EXTRA]
     load = os.getloadavg()[0]
 
@@ -143,7 +148,7 @@ def test_feature_cache_epoch_speedup(backbone, tmp_path):
     steady = [min(timer.epochs[1:] or timer.epochs) for timer in (uncached, cached)]
     per_epoch = steady[0] / steady[1]
     amortised = (uncached.startup + RUN_EPOCHS * steady[0]) / (cached.startup + RUN_EPOCHS * steady[1])
-    print(f"\n{backbone} {' '.join(EXTRA)}, {shape['clips']} training clips of 16 frames "
+    print(f"\n{backbone} {' '.join(EXTRA)}, {clips} training clips of 16 frames of {FRAME[0]}x{FRAME[1]} "
           f"(val {cfg.data.val_fraction:.0%} of them), "
           f"batch {batch}, {cfg.data.num_segments} frames x 2 streams, {cfg.data.num_workers} loader workers, "
           f"{torch.get_num_threads()} thread(s), load average {load:.1f} -> {os.getloadavg()[0]:.1f}:\n"

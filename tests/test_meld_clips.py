@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.video import read_audio
 from affectlab.fusion.textualize import load_cue_tables, write_synthetic_cue_tables
-from affectlab.lab.config import load_config
-from affectlab.lab.meld import ClipVectors, Sample, build_items, main
+from affectlab.lab.config import ConfigError, load_config
+from affectlab.lab.meld import ClipVectors, Sample, build_items, check_config, main
 from affectlab.lab.meld_clips import ClipEncoder, clip_features, find_clip
 from affectlab.models.audio import log_mel_statistics, mel_filterbank
 
@@ -176,3 +176,12 @@ def test_meld_experiment_with_clips_logs_their_counts(workdir):
     assert parent.data.metrics["data/meld_clips_found"] == 22
     assert parent.data.metrics["data/meld_clips_missing"] == 2
     assert len(list((workdir / "cache").rglob("*.npz"))) == 22
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.on_bad_clip=ignore", r"data.on_bad_clip='ignore': expected error or skip"),
+    ("data.cexpr.max_epochs=0", r"data.cexpr.max_epochs=0: expected a positive number of epochs"),
+])
+def test_a_bad_clip_or_epoch_setting_is_refused_before_any_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config("meld", [override]))

@@ -175,6 +175,7 @@ def test_experiment_trains_both_approaches_and_logs_them_side_by_side(workdir, s
     summary = main([
         TINY_BERT, f"mlflow.tracking_uri={tracking}", "model.text.max_length=48", "data.meld.train_size=40",
         "data.meld.dev_size=30", "data.cexpr.folds=[0,1]", "data.cexpr.other=[true]", "trainer.max_epochs=1",
+        "data.cexpr.max_epochs=1",
         "model.features.dim=16", "model.features.heads=2", "data.batch_size=32", "approaches=[text,features]",
     ])
     for setting in ("meld", "cexpr_with_other"):

@@ -468,9 +468,9 @@ def resolve_run(cfg: DictConfig) -> Resume:
 
 
 def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_classes: int,
-                 feature_sizes: dict[str, int], run_name: str, parent, resume: Resume) -> tuple[dict[str, float],
-                                                                                               np.ndarray]:
-    """Train one model for ``trainer.max_epochs`` and test the last one; a nested MLflow run under ``parent`` (None
+                 feature_sizes: dict[str, int], run_name: str, parent, resume: Resume,
+                 max_epochs: int | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Train one model for ``max_epochs`` (None: ``trainer.max_epochs``) and test the last one; a nested MLflow run under ``parent`` (None
     off rank 0) holds its curves. Checkpoints (``last.ckpt`` at epoch ends, ``step-latest.ckpt`` mid-epoch) go to
     its folder of ``resume``; a training tested before a crash is not run again, one cut short continues from its
     checkpoint into its MLflow run. Returns the test metrics and confusion matrix."""
@@ -492,8 +492,11 @@ def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_cla
             child = parent.experiment.create_run(parent.experiment_id, run_name=run_name,
                                                  tags={"mlflow.parentRunId": parent.run_id}).info.run_id
         logger = make_logger(cfg, run_id=child)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if max_epochs is not None:
+        trainer_kwargs["max_epochs"] = max_epochs
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_kwargs,
         logger=logger if logger is not None else False,
         # fixed epochs, the last model is tested (nothing is selected on the test split); the checkpoints are for
         # crashes: the epoch's last.ckpt and the mid-epoch step-latest.ckpt
@@ -535,6 +538,10 @@ def check_config(cfg: DictConfig) -> None:
                               f"{list(allowed)}")
     if cfg.data.on_bad_clip not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_clip={cfg.data.on_bad_clip!r}: expected error or skip")
+    epochs = cfg.data.cexpr.max_epochs
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise ConfigError(f"data.cexpr.max_epochs={epochs!r}: expected a positive number of epochs, or null for "
+                          "trainer.max_epochs")
     bad = [k for k in cfg.data.cexpr.folds if k not in range(5)]
     if bad:
         raise ConfigError(f"data.cexpr.folds has {bad}; expected fold numbers 0..4")
@@ -554,7 +561,8 @@ def _folder(configured, default: Path) -> Path | None:
 
 def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], class_names: Sequence[str],
                 tables: CueTables, encoder, parent, run_prefix: str, artifacts: Path,
-                resume: Resume, clips: ClipVectors | None = None) -> dict[str, dict[str, float]]:
+                resume: Resume, clips: ClipVectors | None = None,
+                max_epochs: int | None = None) -> dict[str, dict[str, float]]:
     """Both approaches (and the majority baseline) on one split set; returns {approach: test metrics}."""
     every = [s for part in splits.values() for s in part]
     if encoder is not None:
@@ -570,7 +578,7 @@ def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], 
     results = {"majority": majority_f1(items["train"], items["test"], len(class_names))}
     for approach in cfg.approaches:
         metrics, confusion = fit_and_test(cfg, approach, data, len(class_names), sizes, f"{run_prefix}/{approach}",
-                                          parent, resume)
+                                          parent, resume, max_epochs)
         results[approach] = metrics
         if parent is not None and setting == "meld":
             png = plot_confusion(confusion, class_names, artifacts / f"confusion_meld_{approach}.png",
@@ -630,7 +638,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             every = [s for fold in folds.values() for part in fold.values() for s in part]
             tables = cue_tables(cfg, "cexpr", every, len(CEXPR_CLASSES), scratch / setting)
             per_setting[setting] = [run_setting(cfg, setting, fold, classes, tables, encoder, parent,
-                                                f"{setting}/fold{k}", scratch, resume)
+                                                f"{setting}/fold{k}", scratch, resume,
+                                                max_epochs=cfg.data.cexpr.max_epochs)
                                     for k, fold in folds.items()]
 
     if not per_setting:
