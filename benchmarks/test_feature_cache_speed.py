@@ -32,6 +32,8 @@ Measured (2 Xeon cores @ 2.5 GHz shared with other jobs, 1 torch thread; per epo
 - affectlab-tiny, batch 8, 250 clips: 5.46 s -> 0.672 s = 8.1x (load 4.3); 2.17 s -> 0.697 s = 3.1x (load 0.4,
   the uncached side's two workers decode in parallel on an idle machine). Cached epoch: 27 steps of 17.5 ms (text
   encoder 7.5-7.9 ms), reading 41 ms, the rest 0.16-0.18 s. With model.learnable_ctx=false: 4.33 s -> 0.617 s = 7.0x.
+- affectlab-tiny with AFFECTLAB_BENCH_FRAME=1920x1080 (RAER's frames; 2026-11-27, load 0.9): 8.92 s -> 0.572 s =
+  15.6x; cached steps of 16.6 ms, the text encoder 6.8 ms of each.
 Before this benchmark went through the real datamodule: one np.load per clip and stream cost ~4 ms per clip and
 loader workers for cached clips 1.2 s per tiny epoch (2.27 s with 2 workers against 1.04 s without).
 """
