@@ -48,6 +48,7 @@ from torchmetrics.functional.classification import multiclass_f1_score
 from affectlab.datasets.cexpr import CEXPR_CLASSES, OTHER, fold_segment, read_cexpr_annotation, read_cexpr_folds
 from affectlab.datasets.emotion_corpus import EMOTIONS, fix_encoding
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.generated import cache_root
 from affectlab.datasets.integrity import write_atomic
 from affectlab.fusion.textualize import MODALITIES, CueTables, load_cue_tables, write_synthetic_cue_tables
 from affectlab.lab.checkpoints import (
@@ -220,8 +221,8 @@ def build_items(samples: Sequence[Sample], tables: CueTables, text_features: dic
                 cfg: DictConfig, clips: ClipVectors | None = None) -> Items:
     """``clips``: the vectors read from the samples' video clips (MELD with ``data.meld.clips``), which add the
     ``video`` and ``speech`` tokens to the feature model's modalities."""
-    modalities = list(cfg.model.features.modalities) + (list(CLIP_MODALITIES) if clips else [])
-    sizes = feature_sizes(text_features, tables, clips)
+    sizes = feature_sizes(cfg, text_features, tables, clips)
+    modalities = list(sizes)
     items = []
     for sample in samples:
         vectors = {"text": text_features[sample.segment], **tables.features(sample.segment),
@@ -246,9 +247,13 @@ class ClipVectors:
     sizes: dict[str, int]
 
 
-def feature_sizes(text_features: dict[str, np.ndarray], tables: CueTables,
+def feature_sizes(cfg: DictConfig, text_features: dict[str, np.ndarray], tables: CueTables,
                   clips: ClipVectors | None = None) -> dict[str, int]:
-    return {"text": len(next(iter(text_features.values()))), **tables.feature_sizes, **(clips.sizes if clips else {})}
+    """{modality: vector size} of the feature model's tokens, in order: ``model.features.modalities``, then the
+    clips' ``video`` and ``speech`` when there are clips."""
+    every = {"text": len(next(iter(text_features.values()))), **tables.feature_sizes, **(clips.sizes if clips else {})}
+    modalities = list(cfg.model.features.modalities) + (list(CLIP_MODALITIES) if clips else [])
+    return {m: every[m] for m in modalities}
 
 
 def meld_clip_vectors(cfg: DictConfig, samples: Sequence[Sample], parent) -> ClipVectors | None:
@@ -261,8 +266,7 @@ def meld_clip_vectors(cfg: DictConfig, samples: Sequence[Sample], parent) -> Cli
     spec = cfg.model.features.clip_encoder
     encoder = ClipEncoder(spec.name, spec.pretrained, frames=spec.frames, sample_rate=spec.sample_rate,
                           n_mels=spec.n_mels)
-    cache = Path(str(meld.clip_cache)).expanduser() if meld.clip_cache != "auto" else \
-        Path(os.environ.get("AFFECTLAB_CACHE", "~/.cache/affectlab")).expanduser() / "meld_clips"
+    cache = Path(str(meld.clip_cache)).expanduser() if meld.clip_cache != "auto" else cache_root() / "meld_clips"
     vectors, counts = clip_features(samples, folder, encoder, cache, cfg.data.on_bad_clip)
     if counts.missing or counts.silent or counts.skipped:
         rank_zero_warn(f"MELD clips under {folder}: {counts.found} read, {counts.missing} utterances without a clip, "
@@ -470,8 +474,8 @@ def resolve_run(cfg: DictConfig) -> Resume:
 def fit_and_test(cfg: DictConfig, approach: str, data: PromptDataModule, num_classes: int,
                  feature_sizes: dict[str, int], run_name: str, parent, resume: Resume,
                  max_epochs: int | None = None) -> tuple[dict[str, float], np.ndarray]:
-    """Train one model for ``max_epochs`` (None: ``trainer.max_epochs``) and test the last one; a nested MLflow run under ``parent`` (None
-    off rank 0) holds its curves. Checkpoints (``last.ckpt`` at epoch ends, ``step-latest.ckpt`` mid-epoch) go to
+    """Train one model for ``max_epochs`` (None: ``trainer.max_epochs``) and test the last one; a nested MLflow run
+    under ``parent`` (None off rank 0) holds its curves. Checkpoints (``last.ckpt`` at epoch ends, ``step-latest.ckpt`` mid-epoch) go to
     its folder of ``resume``; a training tested before a crash is not run again, one cut short continues from its
     checkpoint into its MLflow run. Returns the test metrics and confusion matrix."""
     folder = resume.training_folder(run_name)
@@ -570,9 +574,7 @@ def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], 
     else:  # the text approach alone reads no feature vectors
         text_features = {s.segment: np.zeros(1) for s in every}
     items = {part: build_items(samples, tables, text_features, cfg, clips) for part, samples in splits.items()}
-    every_size = feature_sizes(text_features, tables, clips)
-    modalities = list(cfg.model.features.modalities) + (list(CLIP_MODALITIES) if clips else [])
-    sizes = {m: every_size[m] for m in modalities}  # the feature model's tokens, in the items' order
+    sizes = feature_sizes(cfg, text_features, tables, clips)  # the feature model's tokens, in the items' order
     data = PromptDataModule(items["train"], items["val"], items["test"], cfg.data.batch_size, cfg.data.num_workers,
                             cfg.seed)
     results = {"majority": majority_f1(items["train"], items["test"], len(class_names))}
