@@ -60,7 +60,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest

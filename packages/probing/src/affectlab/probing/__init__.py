@@ -103,4 +103,5 @@ __all__ = [
     "TruncationWarning",
     "warmup_cosine",
     "ZeroShotResult",
+    "zero_shot_prompt",
 ]
