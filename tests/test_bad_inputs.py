@@ -37,7 +37,7 @@ from affectlab.datasets.emotion_corpus import CorpusWarning, read_corpus, read_g
 from affectlab.datasets.modality_tables import align_modality_tables, read_modality_table, write_modality_table
 from affectlab.datasets.raer import read_annotation
 from affectlab.datasets.video import read_frames
-from test_emotion_corpus import MELD_HEADER, balanced_rows, write_goemotions, write_jsonl
+from test_emotion_corpus import MELD_HEADER, write_goemotions
 from test_raer_dataset import flat_frame, write_raer
 
 
@@ -415,7 +415,7 @@ RAER_VIDEO_CASES = [
     Case(
         "video garbage",
         raer_video(lambda d: bytes(range(256)) * 8),
-        Raises(r"images/c\.avi: cannot open video \(.*\); expected a video decord reads"),
+        Raises(r"images/c\.avi: cannot open video \(.*\); expected a video FFmpeg reads"),
     ),
     Case("video empty file", raer_video(lambda d: b""), Raises(r"images/c\.avi: cannot open video")),
     Case("video header cut", raer_video(lambda d: d[:100]), Raises(r"images/c\.avi: cannot open video")),

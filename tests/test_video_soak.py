@@ -1,8 +1,9 @@
 """Soak: the video loader reads 2,000 clips through 2 DataLoader workers without its memory growing.
 
-decord has had leaks (readers that keep FFmpeg contexts or frame buffers after they are dropped); RaerDataset opens a
-new reader for every item, so a leak there grows with every clip read. Twelve distinct small videos (Motion-JPEG AVI
-and MPEG-4 Part 2 MP4, which has inter frames and so real decoder state) stand behind 2,000 index entries: every entry
+Video readers have had leaks (decord's kept FFmpeg contexts or frame buffers after they were dropped); RaerDataset
+opens a new reader (PyAV by default, `video_reader`) for every item, so a leak there grows with every clip read.
+Twelve distinct small videos (Motion-JPEG AVI and MPEG-4 Part 2 MP4, which has inter frames and so real decoder
+state) stand behind 2,000 index entries: every entry
 opens its file and decodes its frames again. Each item carries its worker's resident memory (VmRSS) and peak (VmHWM),
 read from /proc in the worker itself.
 

@@ -38,6 +38,7 @@ from affectlab.datasets import (
 )
 from affectlab.datasets.prepare import prepare_boxes
 from affectlab.datasets.raer import normalise_pixels
+from affectlab.datasets.video import READERS
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
     resume_point,
@@ -83,6 +84,8 @@ class RaerDataModule(L.LightningDataModule):
             raise ConfigError(f"data.on_bad_clip={data.on_bad_clip!r}: expected 'error' or 'skip'")
         if data.sampler not in ("random", "class_balanced"):
             raise ConfigError(f"data.sampler={data.sampler!r}: expected 'random' or 'class_balanced'")
+        if data.video_reader not in READERS:
+            raise ConfigError(f"data.video_reader={data.video_reader!r}: expected one of {', '.join(READERS)}")
         self.skipped: dict[str, list[str]] = {}  # split -> messages of the clips left out (data.on_bad_clip=skip)
 
     def root(self) -> Path:
@@ -104,6 +107,7 @@ class RaerDataModule(L.LightningDataModule):
             contexts=self.cfg.contexts,
             cache=self.crop_cache(root),
             normalise=False,  # uint8 through the workers; on_after_batch_transfer normalises on the device
+            video_reader=self.cfg.video_reader,
         )
         if stage in ("fit", "validate", None):
             skipped = self._skip_list("train")

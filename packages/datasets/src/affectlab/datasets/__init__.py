@@ -21,7 +21,7 @@ from affectlab.datasets.raer import (
     write_crop_cache,
 )
 from affectlab.datasets.synthetic_raer import ensure_synthetic_raer, make_synthetic_raer
-from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_audio, read_frames, write_mjpeg_avi
+from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_audio, read_frames, read_images, write_mjpeg_avi
 from affectlab.datasets.votes import fleiss_kappa, majority_label, soft_label
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "make_synthetic_raer",
     "probe_video",
     "read_frames",
+    "read_images",
     "read_annotation",
     "soft_label",
     "stratified_split",

@@ -1,7 +1,7 @@
 """RAER (learning-related emotions in classrooms) in its official release layout, as a PyTorch dataset.
 
     images/<clip_dir>/<k>.jpg        frames 1.jpg ... N.jpg of one clip (no zero padding; clip_dir may hold slashes)
-    images/<clip_dir>.mp4            ... or the clip as one video file (any suffix of VIDEO_SUFFIXES), read by decord
+    images/<clip_dir>.mp4            ... or the clip as one video file (any suffix of VIDEO_SUFFIXES), read with PyAV or decord
     annotation/{train,test}.txt      one clip per line: `<clip_dir> <num_frames> <label>`, label 1-based or a class
                                      name; or `<clip_dir> <num_frames> <vote_1> ... <vote_K>`, one vote per annotator
     bounding_box/face.json           {clip_dir: {frame_file: [x1, y1, x2, y2]}}, a frame may lack a box; for a video,
@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from affectlab.datasets.errors import DatasetError, DatasetWarning
 from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.datasets.labelsets import LabelSet, load_label_set
-from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_frames
+from affectlab.datasets.video import READERS, VIDEO_SUFFIXES, check_reader, probe_video, read_images
 from affectlab.datasets.votes import majority_label, soft_label
 from affectlab.datasets.textfile import read_text
 
@@ -229,8 +229,8 @@ class RaerDataset(torch.utils.data.Dataset):
     aspect ratio kept and centred on a black S x S canvas. soft_label: the annotators' vote shares (one-hot without
     votes). scene: the index in `contexts` of the folder the clip was recorded in (-1 when `contexts` is None).
 
-    A clip is a folder of JPEG frames or a video file (read with decord, the reader opened in `__getitem__` so that
-    DataLoader workers each open their own). A video whose frame count differs from its annotation uses the smaller
+    A clip is a folder of JPEG frames or a video file, read by `video_reader` ("pyav", the default, or "decord"; see
+    affectlab.datasets.video), the reader opened in `__getitem__` so that DataLoader workers each open their own. A video whose frame count differs from its annotation uses the smaller
     count, with one DatasetWarning for that clip.
 
     Training draws frames from torch's global RNG so that DataLoader worker seeding (and `seed_everything`) decides
@@ -264,6 +264,7 @@ class RaerDataset(torch.utils.data.Dataset):
         skipped: list[str] | None = None,
         cache: str | Path | None = None,
         normalise: bool = True,
+        video_reader: str = READERS[0],
     ) -> None:
         self.root = Path(root)
         self.num_segments = num_segments
@@ -273,6 +274,7 @@ class RaerDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.num_classes = num_classes
         self.contexts = tuple(contexts) if contexts is not None else None
+        self.video_reader = check_reader(video_reader)
         self.mean, self.std, self.normalise = tuple(mean), tuple(std), normalise
 
         face_path = self.root / "bounding_box" / "face.json"
@@ -304,7 +306,7 @@ class RaerDataset(torch.utils.data.Dataset):
                     count = _count_frames(source, clip)
                     sizes = [_frame_size(source / f"{k}.jpg") for k in range(1, count + 1)]
                 else:
-                    count, size = probe_video(source)
+                    count, size = probe_video(source, self.video_reader)
                     if count != clip.num_frames:
                         warnings.warn(
                             f"{clip.source}: annotation says {clip.num_frames} frames but {source} has {count}; "
@@ -357,12 +359,16 @@ class RaerDataset(torch.utils.data.Dataset):
         return records
 
     def cache_key(self) -> dict:
-        """What the cached crops depend on: their layout, the input size, the face margin and the box files."""
+        """What the cached crops depend on: their layout, the input size, the face margin, the box files and, for
+        video clips, the video reader."""
         digest = hashlib.sha256()
         for name in ("face.json", "body.json"):
             digest.update((self.root / "bounding_box" / name).read_bytes())
-        return {"layout": CACHE_LAYOUT, "image_size": self.image_size, "face_margin": self.face_margin,
-                "boxes": digest.hexdigest()[:16]}
+        key = {"layout": CACHE_LAYOUT, "image_size": self.image_size, "face_margin": self.face_margin,
+               "boxes": digest.hexdigest()[:16]}
+        if any(self._is_video):  # the readers' JPEG decoders differ slightly for Motion-JPEG
+            key["video_reader"] = self.video_reader
+        return key
 
     def _cached(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The clip's cached uint8 crops [N, 3, S, S] (memory-mapped), or None when the cache lacks the clip or its
@@ -463,9 +469,9 @@ class RaerDataset(torch.utils.data.Dataset):
         """Crop 0-based frame `frames[i]` of clip `index` into row `rows[i]` of `faces` and `contexts` ([*, 3, S, S]
         uint8): the face crop and the letterboxed context, from one decode of the frame."""
         if self._is_video[index]:
-            decoded = read_frames(self._sources[index], frames)
+            decoded = read_images(self._sources[index], frames, self.video_reader)
             for k, row in zip(frames, rows):
-                self._crop_into(index, k, Image.fromarray(decoded[k]), None, faces[row], contexts[row])
+                self._crop_into(index, k, decoded[k], None, faces[row], contexts[row])
             return
         for k, row in zip(frames, rows):
             image, full_size = self._decode_jpeg(index, k)

@@ -1,0 +1,101 @@
+"""The two video frame readers of affectlab.datasets.video: PyAV (the default, decoding only the packets the asked
+frames need) and decord. On H.264 with B-frames and several keyframes they must give the very same frames; on
+Motion-JPEG the PyAV reader gives what Pillow gives for the same JPEG. Clips are written here with PyAV."""
+
+import io
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from affectlab.datasets import DatasetError, RaerDataset, load_raer_split, make_synthetic_raer, write_mjpeg_avi
+from affectlab.datasets.video import READERS, probe_video, read_frames, read_images
+from affectlab.lab.config import ConfigError, load_config
+from affectlab.lab.raer import RaerDataModule
+
+
+def moving_frames(count: int, size=(64, 48)) -> list[np.ndarray]:
+    """Frames that differ from one another (a bright square moving over a gradient), so a frame read at the wrong
+    index shows."""
+    width, height = size
+    base = np.linspace(0, 200, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+    frames = []
+    for k in range(count):
+        frame = base.copy()
+        x = (5 * k) % (width - 12)
+        frame[10:22, x:x + 12] = (250, 40 + 7 * k % 200, 30)
+        frames.append(frame)
+    return frames
+
+
+def write_h264(path, frames, *, gop: int, bframes: int, fps: int = 25):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("gop,bframes", [(7, 2), (250, 3), (1, 0)])
+def test_pyav_reads_the_frames_decord_reads_on_h264(tmp_path, gop, bframes):
+    path = write_h264(tmp_path / "clip.mp4", moving_frames(30), gop=gop, bframes=bframes)
+    assert probe_video(path) == probe_video(path, "decord") == (30, (64, 48))
+    for indices in ([0], [29], [3, 17, 28], [12, 5, 5, 20], list(range(30)), [8, 9, 10, 22, 23]):
+        ours, theirs = read_frames(path, indices), read_frames(path, indices, "decord")
+        assert sorted(ours) == sorted(theirs) == sorted(set(indices))
+        for k in ours:
+            assert np.array_equal(ours[k], theirs[k]), (indices, k)
+    images = read_images(path, [4, 11])
+    assert np.array_equal(np.asarray(images[11]), read_frames(path, [11], "decord")[11])
+
+
+def test_pyav_gives_pillows_decode_of_a_motion_jpeg_frame(tmp_path):
+    frames = moving_frames(6)
+    path = write_mjpeg_avi(tmp_path / "clip.avi", frames, quality=85)
+    ours = read_frames(path, [1, 4])
+    for k in (1, 4):
+        jpeg = io.BytesIO()
+        Image.fromarray(frames[k]).save(jpeg, format="JPEG", quality=85)  # the bytes write_mjpeg_avi stores
+        assert np.array_equal(ours[k], np.asarray(Image.open(jpeg).convert("RGB")))
+        assert np.abs(ours[k].astype(int) - read_frames(path, [k], "decord")[k]).mean() < 3  # FFmpeg's decoder
+
+
+def test_pyav_reader_errors_name_the_file(tmp_path):
+    path = write_h264(tmp_path / "clip.mp4", moving_frames(10), gop=5, bframes=2)
+    with pytest.raises(DatasetError, match=r"clip\.mp4: frames \[10\] asked for, but the video has 10 frames"):
+        read_frames(path, [2, 10])
+    with pytest.raises(DatasetError, match=r"video reader 'opencv'; expected one of pyav, decord"):
+        read_frames(path, [2], reader="opencv")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DatasetError, match=r"cut\.mp4: cannot open video \(.*\); expected a video FFmpeg reads"):
+        probe_video(cut)  # the mp4 index (moov) is written last: a cut file has none
+
+
+def test_raer_video_readers_give_the_same_tensors_on_h264(tmp_path):
+    root = make_synthetic_raer(tmp_path / "raer", num_train=3, num_test=0, num_frames=12, frame_size=(64, 48),
+                               video=True)
+    for avi in sorted((root / "images").rglob("*.avi")):  # the same clips as H.264
+        write_h264(avi.with_suffix(".mp4"), [read_frames(avi, range(12))[k] for k in range(12)], gop=5, bframes=2)
+        avi.unlink()
+    clips = load_raer_split(root, "train")
+    datasets = [RaerDataset(root, clips, num_segments=4, image_size=16, video_reader=reader) for reader in READERS]
+    assert datasets[0].cache_key() != datasets[1].cache_key()  # crop caches are kept apart by reader
+    for index in range(len(clips)):
+        first, second = datasets[0][index], datasets[1][index]
+        for stream in ("face", "context"):
+            assert torch.equal(first[stream], second[stream])
+    with pytest.raises(DatasetError, match=r"video reader 'cv2'"):
+        RaerDataset(root, clips, video_reader="cv2")
+
+
+def test_raer_config_rejects_an_unknown_video_reader():
+    cfg = load_config("raer", ["data.video_reader=cv2"], environ={})
+    with pytest.raises(ConfigError, match=r"data.video_reader='cv2': expected one of pyav, decord"):
+        RaerDataModule(cfg.data, image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
