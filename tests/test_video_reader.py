@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from affectlab.datasets import DatasetError, RaerDataset, load_raer_split, make_synthetic_raer, write_mjpeg_avi
-from affectlab.datasets.video import READERS, probe_video, read_frames, read_images
+from affectlab.datasets.video import READERS, iter_frames, probe_video, read_frames, read_images
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer import RaerDataModule
 
@@ -64,6 +64,18 @@ def test_pyav_gives_pillows_decode_of_a_motion_jpeg_frame(tmp_path):
         Image.fromarray(frames[k]).save(jpeg, format="JPEG", quality=85)  # the bytes write_mjpeg_avi stores
         assert np.array_equal(ours[k], np.asarray(Image.open(jpeg).convert("RGB")))
         assert np.abs(ours[k].astype(int) - read_frames(path, [k], "decord")[k]).mean() < 3  # FFmpeg's decoder
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_iter_frames_gives_every_frame_in_order_as_read_frames_does(tmp_path, reader):
+    h264 = write_h264(tmp_path / "clip.mp4", moving_frames(23), gop=6, bframes=2)
+    mjpeg = write_mjpeg_avi(tmp_path / "clip.avi", moving_frames(9))
+    for path, count in ((h264, 23), (mjpeg, 9)):
+        every = read_frames(path, range(count), reader)
+        streamed = list(iter_frames(path, reader, chunk=4))
+        assert [k for k, _ in streamed] == list(range(count))
+        for k, frame in streamed:
+            assert np.array_equal(frame, every[k]), (path.name, k)
 
 
 def test_pyav_reader_errors_name_the_file(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from affectlab.datasets.errors import DatasetError
-from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_frames
+from affectlab.datasets.video import VIDEO_SUFFIXES, iter_frames, probe_video
 
 FaceDetector = Callable[[np.ndarray], list[tuple[float, float, float, float]]]  # RGB H x W x 3 -> face boxes
 
@@ -65,10 +65,10 @@ def clip_frames(source: Path):
                 yield k, np.asarray(image.convert("RGB"))
     else:
         count, _ = probe_video(source)
-        for start in range(0, count, 32):  # a few frames at a time keeps memory flat on long videos
-            batch = read_frames(source, range(start, min(start + 32, count)))
-            for index in sorted(batch):
-                yield index + 1, batch[index]
+        for index, frame in iter_frames(source):  # one sequential pass with flat memory, also on long recordings
+            if index >= count:
+                break
+            yield index + 1, frame
 
 
 def body_box(faces: list[tuple[float, float, float, float]], width: int, height: int) -> list[int] | None:

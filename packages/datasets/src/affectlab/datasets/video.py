@@ -143,17 +143,8 @@ class _PyAvClip:
         import av
 
         self.path, self._av = path, av
+        self.container, self.stream = _open_pyav(path)
         try:
-            self.container = av.open(str(path), metadata_errors="ignore")
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: cannot open video ({_pyav_reason(exc)}); expected a video FFmpeg reads "
-                               f"({', '.join(VIDEO_SUFFIXES)})") from None
-        try:
-            if not self.container.streams.video:
-                raise DatasetError(f"{path}: cannot open video (no video stream); expected a video FFmpeg reads "
-                                   f"({', '.join(VIDEO_SUFFIXES)})")
-            self.stream = self.container.streams.video[0]
-            self.stream.codec_context.thread_count = 1  # one thread per DataLoader worker
             self.packets = [p for p in self.container.demux(self.stream) if p.size]  # the last one flushes
         except av.FFmpegError as exc:
             self.close()
@@ -197,13 +188,9 @@ class _PyAvClip:
 
     def _intra_frame(self, packet):
         context = self.stream.codec_context
-        if context.name == "mjpeg":  # a Motion-JPEG frame is a JPEG: libjpeg-turbo decodes it about 2x faster
-            try:
-                with Image.open(io.BytesIO(bytes(packet))) as image:
-                    image = image.convert("RGB")
-                return image if self.images else np.asarray(image)
-            except (OSError, SyntaxError):
-                pass  # not a JPEG Pillow reads (e.g. without its Huffman tables): FFmpeg decodes it below
+        image = _pillow_jpeg(context, packet)
+        if image is not None:
+            return image if self.images else np.asarray(image)
         frames = context.decode(packet) or context.decode(None)
         context.flush_buffers()
         if not frames:
@@ -246,6 +233,65 @@ class _PyAvClip:
                 return found
         take(context.decode(None))
         return found
+
+
+def iter_frames(path: str | Path, reader: str = READERS[0], chunk: int = 32):
+    """(0-based index, H x W x 3 uint8 RGB frame) of every frame of a video in display order, with flat memory: PyAV
+    decodes it in one sequential pass (a long recording is neither held nor re-read); decord reads `chunk` frames at
+    a time."""
+    path = Path(path)
+    if check_reader(reader) == "decord":
+        count, _ = probe_video(path, reader)
+        for start in range(0, count, chunk):
+            yield from sorted(_decord_frames(path, list(range(start, min(start + chunk, count)))).items())
+        return
+    import av
+
+    container, stream = _open_pyav(path)
+    context, index = stream.codec_context, 0
+    try:
+        for packet in container.demux(stream):  # the last packet (size 0) drains the decoder
+            image = _pillow_jpeg(context, packet) if packet.size else None
+            frames = [np.asarray(image)] if image is not None else \
+                [frame.to_ndarray(format="rgb24") for frame in context.decode(packet if packet.size else None)]
+            for frame in frames:
+                yield index, frame
+                index += 1
+    except (av.FFmpegError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot decode frame {index} ({_pyav_reason(exc)}); expected a readable video, "
+                           "not a truncated or damaged file") from None
+    finally:
+        container.close()
+
+
+def _open_pyav(path: Path):
+    """(container, its first video stream) opened with PyAV, decoding on one thread; DatasetError naming the file."""
+    import av
+
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot open video ({_pyav_reason(exc)}); expected a video FFmpeg reads "
+                           f"({', '.join(VIDEO_SUFFIXES)})") from None
+    if not container.streams.video:
+        container.close()
+        raise DatasetError(f"{path}: cannot open video (no video stream); expected a video FFmpeg reads "
+                           f"({', '.join(VIDEO_SUFFIXES)})")
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1  # one thread per DataLoader worker
+    return container, stream
+
+
+def _pillow_jpeg(context, packet) -> Image.Image | None:
+    """A Motion-JPEG packet decoded by Pillow (libjpeg-turbo, about 2x FFmpeg's JPEG decoder), or None: another
+    codec, or a JPEG Pillow does not read (e.g. one without its Huffman tables), which FFmpeg then decodes."""
+    if context.name != "mjpeg":
+        return None
+    try:
+        with Image.open(io.BytesIO(bytes(packet))) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError):
+        return None
 
 
 def _pyav_reason(exc: Exception) -> str:
