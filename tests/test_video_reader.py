@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from affectlab.datasets import DatasetError, RaerDataset, load_raer_split, make_synthetic_raer, write_mjpeg_avi
-from affectlab.datasets.video import READERS, iter_frames, probe_video, read_frames, read_images
+from affectlab.datasets.video import READERS, frame_rate, iter_frames, probe_video, read_frames, read_images
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer import RaerDataModule
 
@@ -85,7 +85,7 @@ def test_pyav_gives_the_asked_frame_after_seeking_in_other_codecs(tmp_path, code
         for frame in numbered_frames(40):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
-    assert probe_video(path) == (40, (96, 64))
+    assert probe_video(path) == (40, (96, 64)) and frame_rate(path) == 25.0
     for indices in ([3, 10, 17, 25, 33, 39], [39], [0, 21], list(range(40))):
         frames = read_frames(path, indices)
         assert {k: frame_number(frames[k]) for k in indices} == {k: k for k in indices}

@@ -1,7 +1,7 @@
 """affectlab.datasets: emotion-recognition datasets as plain PyTorch datasets (no Lightning).
 
 RAER in its release layout (`RaerDataset`, `read_annotation`, `load_raer_split`; frame folders or video files read
-with decord), TSN frame sampling, a stratified validation split, recording contexts (`clip_context`), annotator votes
+with PyAV or decord), TSN frame sampling, a stratified validation split, recording contexts (`clip_context`), annotator votes
 (`majority_label`, `soft_label`, `fleiss_kappa`), label sets as YAML data (`load_label_set`: raer_five, raer_four),
 and the embedded synthetic RAER (`ensure_synthetic_raer`).
 """

@@ -240,7 +240,7 @@ def fold_segment(clip: FoldClip, segments: list[CexprSegment]) -> CexprSegment:
     return same[clip.occurrence]
 
 
-# A video is a file decord can open (affectlab.datasets.video), or a folder of frames 00001.jpg, 00002.jpg, ... (the
+# A video is a file FFmpeg can open (affectlab.datasets.video), or a folder of frames 00001.jpg, 00002.jpg, ... (the
 # challenge's cropped-aligned layout) with its rate in fps.txt.
 FRAME_FOLDER_FPS = "fps.txt"
 
@@ -273,10 +273,8 @@ def video_info(path: str | Path) -> tuple[int, float]:
         if frames == 0 or not math.isfinite(fps) or fps <= 0:
             raise DatasetError(f"{path}: {frames} frames at {fps} fps; expected frames 00001.jpg... and fps > 0")
         return frames, fps
-    import decord
-
-    count, _ = video.probe_video(path)  # names the file if decord cannot read it
-    fps = float(decord.VideoReader(str(path), num_threads=1).get_avg_fps())
+    count, _ = video.probe_video(path)  # names the file if it cannot be read
+    fps = video.frame_rate(path)
     if not math.isfinite(fps) or fps <= 0:
         raise DatasetError(f"{path}: frame rate {fps}; expected a video with a positive frame rate")
     return count, fps

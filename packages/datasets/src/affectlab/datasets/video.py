@@ -235,6 +235,18 @@ class _PyAvClip:
         return found
 
 
+def frame_rate(path: str | Path) -> float:
+    """The video's average frame rate in frames per second (FFmpeg's avg_frame_rate, else its guess; 0.0 when it has
+    neither)."""
+    path = Path(path)
+    container, stream = _open_pyav(path)
+    try:
+        rate = stream.average_rate or stream.guessed_rate
+    finally:
+        container.close()
+    return float(rate) if rate else 0.0
+
+
 def iter_frames(path: str | Path, reader: str = READERS[0], chunk: int = 32):
     """(0-based index, H x W x 3 uint8 RGB frame) of every frame of a video in display order, with flat memory: PyAV
     decodes it in one sequential pass (a long recording is neither held nor re-read); decord reads `chunk` frames at
