@@ -27,12 +27,18 @@ av = pytest.importorskip("av", reason="PyAV writes the test clips (dev dependenc
 RATE = 16000
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], sound: np.ndarray | None = None, fps: int = 10) -> Path:
+def write_mp4(path: Path, frames: list[np.ndarray], sound: np.ndarray | None = None, fps: int = 10, *,
+              codec: str = "libx264", options: dict[str, str] | None = None, bit_rate: int | None = None) -> Path:
+    """A video file written by PyAV (the container from the suffix): `frames` RGB, and `sound` as AAC when given.
+    Also tests/test_video_reader.py's writer (other codecs, keyframe intervals, B-frames)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
+        video = container.add_stream(codec, rate=fps)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
+        video.options = options or {}
+        if bit_rate is not None:
+            video.bit_rate = bit_rate
         audio = container.add_stream("aac", rate=RATE) if sound is not None else None
         for frame in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))

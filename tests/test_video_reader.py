@@ -4,16 +4,24 @@ Motion-JPEG the PyAV reader gives what Pillow gives for the same JPEG. Clips are
 
 import io
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from affectlab.datasets import DatasetError, RaerDataset, load_raer_split, make_synthetic_raer, write_mjpeg_avi
-from affectlab.datasets.video import READERS, frame_rate, iter_frames, probe_video, read_frames, read_images
+from affectlab.datasets.video import (
+    READERS,
+    frame_rate,
+    iter_frames,
+    probe_video,
+    read_frames,
+    read_images,
+    read_spread,
+)
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer import RaerDataModule
+from test_meld_clips import write_mp4
 
 
 def moving_frames(count: int, size=(64, 48)) -> list[np.ndarray]:
@@ -30,16 +38,10 @@ def moving_frames(count: int, size=(64, 48)) -> list[np.ndarray]:
     return frames
 
 
-def write_h264(path, frames, *, gop: int, bframes: int, fps: int = 25):
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+def write_h264(path, frames, *, gop: int, bframes: int):
+    """H.264 with a keyframe exactly every `gop` frames and up to `bframes` B-frames between references."""
+    options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
+    return write_mp4(path, frames, fps=25, options=options)
 
 
 @pytest.mark.parametrize("gop,bframes", [(7, 2), (250, 3), (1, 0)])
@@ -51,6 +53,9 @@ def test_pyav_reads_the_frames_decord_reads_on_h264(tmp_path, gop, bframes):
         assert sorted(ours) == sorted(theirs) == sorted(set(indices))
         for k in ours:
             assert np.array_equal(ours[k], theirs[k]), (indices, k)
+    for reader in READERS:  # first and last among 4 spread over the 30 frames: 0, 9.67, 19.33, 29 rounded
+        spread, chosen = read_spread(path, 4, reader), read_frames(path, [0, 10, 19, 29], reader)
+        assert all(np.array_equal(frame, chosen[k]) for frame, k in zip(spread, [0, 10, 19, 29], strict=True))
     images = read_images(path, [4, 11])
     assert np.array_equal(np.asarray(images[11]), read_frames(path, [11], "decord")[11])
 
@@ -77,14 +82,8 @@ def test_pyav_gives_the_asked_frame_after_seeking_in_other_codecs(tmp_path, code
     """The PyAV reader must give frame k for k. decord does not here: on these MPEG-4 Part 2 and MPEG-2 clips it
     gave frames 3, 12, 19, 27, 35, 35 and 3, 3, 19, 36, 38, 38 for 3, 10, 17, 25, 33, 39, and 3, 11, 18, 25, 33, 39 on
     the HEVC one."""
-    path = tmp_path / name
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        stream.options, stream.bit_rate = options, 4_000_000  # B-frames that are not mush: frame numbers survive
-        for frame in numbered_frames(40):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    # 4 Mb/s: B-frames that are not mush, so the frame numbers survive
+    path = write_mp4(tmp_path / name, numbered_frames(40), fps=25, codec=codec, options=options, bit_rate=4_000_000)
     assert probe_video(path) == (40, (96, 64)) and frame_rate(path) == 25.0
     for indices in ([3, 10, 17, 25, 33, 39], [39], [0, 21], list(range(40))):
         frames = read_frames(path, indices)

@@ -31,7 +31,7 @@ from rich.progress import track
 
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
-from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_audio, read_frames
+from affectlab.datasets.video import VIDEO_SUFFIXES, read_audio, read_spread
 from affectlab.models.audio import log_mel_statistics
 from affectlab.models.clip import create_clip
 
@@ -107,10 +107,7 @@ class ClipEncoder:
 
     @torch.no_grad()
     def __call__(self, path: Path) -> dict[str, np.ndarray | None]:
-        count, _ = probe_video(path)
-        indices = np.linspace(0, count - 1, self.frames).round().astype(int) if count > 1 else np.zeros(1, int)
-        frames = read_frames(path, indices)
-        pixels = torch.cat([self._pixels(frames[int(k)]) for k in indices])
+        pixels = torch.cat([self._pixels(frame) for frame in read_spread(path, self.frames)])
         embeddings = F.normalize(self.clip.model.encode_image(pixels).float(), dim=-1)
         waveform = read_audio(path, self.sample_rate)
         speech = None if waveform is None else log_mel_statistics(torch.from_numpy(waveform), self.sample_rate,

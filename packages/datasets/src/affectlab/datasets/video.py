@@ -84,29 +84,51 @@ def probe_video(path: str | Path, reader: str = READERS[0]) -> tuple[int, tuple[
 
 def read_images(path: str | Path, indices: Sequence[int], reader: str = READERS[0]) -> dict[int, Image.Image]:
     """{0-based index: RGB PIL image} for the distinct `indices`, decoded in one pass."""
-    path = Path(path)
-    wanted = sorted(set(int(k) for k in indices))
-    if check_reader(reader) == "decord":
-        return {k: Image.fromarray(frame) for k, frame in _decord_frames(path, wanted).items()}
-    return _pyav_frames(path, wanted, images=True)
+    return _read(Path(path), indices, reader, images=True)
 
 
 def read_frames(path: str | Path, indices: Sequence[int], reader: str = READERS[0]) -> dict[int, np.ndarray]:
     """{0-based index: H x W x 3 uint8 RGB frame} for the distinct `indices`, decoded in one pass."""
+    return _read(Path(path), indices, reader, images=False)
+
+
+def read_spread(path: str | Path, frames: int, reader: str = READERS[0]) -> list[np.ndarray]:
+    """`frames` H x W x 3 uint8 RGB frames spread evenly over the whole video, its first and last among them (one
+    frame when the video has one), with the video opened and decoded once."""
     path = Path(path)
     if check_reader(reader) == "decord":
-        return _decord_frames(path, sorted(set(int(k) for k in indices)))
-    return _pyav_frames(path, sorted(set(int(k) for k in indices)), images=False)
+        count, _ = probe_video(path, reader)
+        wanted = _spread(count, frames)
+        decoded = _decord_frames(path, sorted(set(wanted)))
+        return [decoded[k] for k in wanted]
+    with _PyAvClip(path) as clip:
+        if not clip.order:
+            raise DatasetError(f"{path}: video has 0 frames; expected at least 1")
+        wanted = _spread(len(clip.order), frames)
+        decoded = _decode(path, clip, sorted(set(wanted)), images=False)
+    return [decoded[k] for k in wanted]
 
 
-def _pyav_frames(path: Path, wanted: list[int], images: bool) -> dict:
+def _spread(count: int, frames: int) -> list[int]:
+    return np.linspace(0, count - 1, frames).round().astype(int).tolist() if count > 1 else [0]
+
+
+def _read(path: Path, indices: Sequence[int], reader: str, images: bool) -> dict:
+    wanted = sorted(set(int(k) for k in indices))
+    if check_reader(reader) == "decord":
+        frames = _decord_frames(path, wanted)
+        return {k: Image.fromarray(frame) for k, frame in frames.items()} if images else frames
     with _PyAvClip(path) as clip:
         _check_range(path, wanted, len(clip.order))
-        try:
-            return clip.decode(wanted, images)
-        except _DecodeError as error:
-            raise DatasetError(f"{path}: cannot decode frames {wanted} ({error.reason}); expected a readable "
-                               "video") from None
+        return _decode(path, clip, wanted, images)
+
+
+def _decode(path: Path, clip: _PyAvClip, wanted: list[int], images: bool) -> dict:
+    try:
+        return clip.decode(wanted, images)
+    except _DecodeError as error:
+        raise DatasetError(f"{path}: cannot decode frames {wanted} ({error.reason}); expected a readable "
+                           "video") from None
 
 
 def _check_range(path: Path, wanted: list[int], count: int) -> None:
@@ -142,7 +164,6 @@ class _PyAvClip:
     def __init__(self, path: Path):
         import av
 
-        self.path, self._av = path, av
         self.container, self.stream = _open_pyav(path)
         try:
             self.packets = [p for p in self.container.demux(self.stream) if p.size]  # the last one flushes
@@ -158,6 +179,7 @@ class _PyAvClip:
         self.timed = all(t is not None for t in stamps)
         self.order = sorted(range(len(self.packets)), key=stamps.__getitem__) if self.timed \
             else list(range(len(self.packets)))
+        self.display_index = {stamps[i]: k for k, i in enumerate(self.order)} if self.timed else None  # pts -> k
         self.intra = all(p.is_keyframe for p in self.packets)
 
     def __enter__(self) -> _PyAvClip:
@@ -172,60 +194,60 @@ class _PyAvClip:
     def decode(self, wanted: list[int], images: bool) -> dict:
         """The display-order frames `wanted` (sorted, in range) as RGB PIL images (`images`) or H x W x 3 uint8
         arrays; _DecodeError when one cannot be decoded."""
-        av = self._av
-        self.images = images
+        import av
+
         try:
             if self.intra:  # every packet decodes alone: decode just the wanted ones
-                return {k: self._intra_frame(self.packets[self.order[k]]) for k in wanted}
-            return self._inter_frames(wanted)
+                return {k: self._intra_frame(self.packets[self.order[k]], images) for k in wanted}
+            return self._inter_frames(wanted, images)
         except (av.FFmpegError, OSError, SyntaxError, ValueError) as exc:  # Pillow: OSError "image file is truncated"
             raise _DecodeError(_pyav_reason(exc)) from None
 
-    def _convert(self, frame):
+    @staticmethod
+    def _convert(frame, images: bool):
         """An FFmpeg frame as RGB: to_ndarray is ~15x faster than PyAV's to_image."""
         array = frame.to_ndarray(format="rgb24")
-        return Image.fromarray(array) if self.images else array
+        return Image.fromarray(array) if images else array
 
-    def _intra_frame(self, packet):
+    def _intra_frame(self, packet, images: bool):
         context = self.stream.codec_context
         image = _pillow_jpeg(context, packet)
         if image is not None:
-            return image if self.images else np.asarray(image)
+            return image if images else np.asarray(image)
         frames = context.decode(packet) or context.decode(None)
         context.flush_buffers()
         if not frames:
             raise _DecodeError(f"packet at {packet.pts} gave no frame")
-        return self._convert(frames[0])
+        return self._convert(frames[0], images)
 
-    def _inter_frames(self, wanted: list[int]) -> dict:
+    def _inter_frames(self, wanted: list[int], images: bool) -> dict:
         """Decode from the keyframe before the first wanted frame's packet, converting only the wanted frames; from
-        the first packet when that start misses one (a frame that refers to an earlier group of pictures)."""
-        position = {packet: k for k, packet in enumerate(self.order)}  # packet index -> display index
-        first_packet = min(self.order[k] for k in wanted)
-        start = max((i for i in range(first_packet + 1) if self.packets[i].is_keyframe), default=0)
-        if not self.timed:
-            start = 0
-        for begin in dict.fromkeys((start, 0)):
-            found = self._decode_from(begin, set(wanted), position)
+        the first packet when that start misses one (a frame that refers to an earlier group of pictures). Without
+        timestamps frames are counted from the first packet."""
+        start = 0
+        if self.timed:
+            first_packet = min(self.order[k] for k in wanted)
+            start = max((i for i in range(first_packet + 1) if self.packets[i].is_keyframe), default=0)
+        for begin in ([start, 0] if start else [0]):
+            found = self._decode_from(begin, set(wanted), images)
             if len(found) == len(wanted):
                 return found
         missing = sorted(set(wanted) - set(found))
         raise _DecodeError(f"frames {missing} never came out of the decoder")
 
-    def _decode_from(self, begin: int, wanted: set[int], position: dict[int, int]) -> dict:
+    def _decode_from(self, begin: int, wanted: set[int], images: bool) -> dict:
         context = self.stream.codec_context
         context.flush_buffers()
-        pts_index = {self.packets[i].pts: k for i, k in position.items()} if self.timed else None
         found: dict = {}
-        shown = 0  # without timestamps, frames are counted from the first packet (begin is 0 then)
+        shown = 0  # the display index of the next frame, where there are no timestamps (begin is 0 then)
 
         def take(frames) -> None:
             nonlocal shown
             for frame in frames:
-                k = pts_index.get(frame.pts) if pts_index is not None else shown
+                k = self.display_index.get(frame.pts) if self.timed else shown
                 shown += 1
                 if k in wanted and k not in found:
-                    found[k] = self._convert(frame)
+                    found[k] = self._convert(frame, images)
 
         for packet in self.packets[begin:]:
             take(context.decode(packet))
