@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.textfile import read_text
 from affectlab.datasets.video import VIDEO_SUFFIXES
 
-AFFWILD2_EXPRESSIONS: tuple[str, ...] = (
-    "Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"
-)
+AFFWILD2_EXPRESSIONS: tuple[str, ...] = load_label_set("basic8").classes
 AFEW_FOLDERS: dict[str, str] = {
     "Angry": "Anger",
     "Disgust": "Disgust",

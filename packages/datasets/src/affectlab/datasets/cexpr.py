@@ -23,39 +23,18 @@ import numpy as np
 import yaml
 
 from affectlab.datasets import video
-from affectlab.datasets.affwild2 import AFFWILD2_EXPRESSIONS
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.textfile import read_text
 
-# The annotation's column order; a label is an index into this tuple (Other = 7).
-CEXPR_CLASSES: tuple[str, ...] = (
-    "Fearfully Surprised",
-    "Happily Surprised",
-    "Sadly Surprised",
-    "Disgustedly Surprised",
-    "Angrily Surprised",
-    "Sadly Fearful",
-    "Sadly Angry",
-    "Other",
-)
-# Each compound expression's two basic emotions (AffWild2's names, AFFWILD2_EXPRESSIONS), in CEXPR_CLASSES' order:
-# the one definition PPA, PFSA and the synthetic data all read.
-COMPOUND_PAIRS: dict[str, tuple[str, str]] = {
-    "Fearfully Surprised": ("Fear", "Surprise"),
-    "Happily Surprised": ("Happiness", "Surprise"),
-    "Sadly Surprised": ("Sadness", "Surprise"),
-    "Disgustedly Surprised": ("Disgust", "Surprise"),
-    "Angrily Surprised": ("Anger", "Surprise"),
-    "Sadly Fearful": ("Sadness", "Fear"),
-    "Sadly Angry": ("Sadness", "Anger"),
-}
+# The annotation's column order (labelsets/cexpr.yaml); a label is an index into this tuple (Other = 7). Each
+# compound's two basic emotions (AffWild2's names) are the label set's pairs.
+CEXPR_LABELS = load_label_set("cexpr")
+CEXPR_CLASSES: tuple[str, ...] = CEXPR_LABELS.classes
+COMPOUND_PAIRS: dict[str, tuple[str, str]] = {c: CEXPR_LABELS.pairs[c] for c in CEXPR_LABELS.compounds}
 TIME_COLUMNS = ("Begin Time - hh:mm:ss.ms", "End Time - hh:mm:ss.ms")
 HEADER = TIME_COLUMNS + CEXPR_CLASSES
 OTHER = CEXPR_CLASSES.index("Other")
-if tuple(COMPOUND_PAIRS) != CEXPR_CLASSES[:OTHER] or not {e for pair in COMPOUND_PAIRS.values() for e in pair} <= set(
-    AFFWILD2_EXPRESSIONS
-):
-    raise AssertionError("COMPOUND_PAIRS must list CEXPR_CLASSES' compounds in order, as pairs of AffWild2 emotions")
 
 _TIME = re.compile(r"(\d+):([0-5]\d):([0-5]\d)\.(\d{1,3})")
 _FOLD_CLIP = re.compile(r"([A-Za-z-]+)/(\w+?)_([A-Za-z-]+)_(\d+)")

@@ -21,24 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.textfile import read_text
 
-EMOTIONS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
+EMOTIONS: tuple[str, ...] = load_label_set("ekman7").classes
 SOURCES = ("raw", "rewritten", "synthetic")
 
 # GoEmotions' own Ekman grouping of its 27 emotions (Demszky et al., ACL 2020, ekman_mapping.json), plus neutral.
-GOEMOTIONS_TO_EKMAN = {
-    "anger": ("anger", "annoyance", "disapproval"),
-    "disgust": ("disgust",),
-    "fear": ("fear", "nervousness"),
-    "joy": (
-        "joy", "amusement", "approval", "excitement", "gratitude", "love",
-        "optimism", "relief", "pride", "admiration", "desire", "caring",
-    ),
-    "sadness": ("sadness", "disappointment", "embarrassment", "grief", "remorse"),
-    "surprise": ("surprise", "realization", "confusion", "curiosity"),
-    "neutral": ("neutral",),
-}
+GOEMOTIONS_TO_EKMAN: dict[str, tuple[str, ...]] = load_label_set("goemotions").groups
 
 # Windows-1252 punctuation (’ … — “ ”) that reached the file as the C1 control characters U+0080–U+009F.
 _C1 = re.compile("[\x80-\x9f]")
