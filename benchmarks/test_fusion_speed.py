@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from affectlab.fusion import pfsa_scores, ppa_predict, segments_to_frames
-from affectlab.fusion.ppa import MASK_THRESHOLD, PAIR_INDEX, pair_weights
+from affectlab.datasets.labelsets import load_label_set
+from affectlab.fusion import MASK_THRESHOLD, pair_weights, pfsa_scores, ppa_scores, segments_to_frames
+
+PAIRS = load_label_set("cexpr").pair_index()  # C-EXPR-DB's seven compounds as pairs of the eight basic classes
+
+
+def ppa_predict(probs, **options):
+    return ppa_scores(probs, PAIRS, **options).argmax(axis=-1)
 
 FRAMES = 1_000_000
 LOOP_FRAMES = 20_000
@@ -49,8 +55,8 @@ def _probs(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _ppa_loop(probs: list[list[float]]) -> list[int]:
-    weights = pair_weights(True).tolist()
-    pairs = PAIR_INDEX.tolist()
+    weights = pair_weights(PAIRS, 8, True).tolist()
+    pairs = [list(p) for p in PAIRS]
     out = []
     for row in probs:
         row = [p if p >= MASK_THRESHOLD else 0.0 for p in row]
@@ -77,7 +83,7 @@ def _pfsa_loop(features: list[list[float]], prototypes: list[list[float]]) -> li
     for f in features:
         fn = math.sqrt(sum(v * v for v in f))
         sims = [sum(a * b for a, b in zip(f, p)) / (fn * n) for p, n in zip(prototypes, norms)]
-        scores = [sims[i] + sims[j] for i, j in PAIR_INDEX.tolist()]
+        scores = [sims[i] + sims[j] for i, j in PAIRS]
         out.append(scores.index(max(scores)))  # the softmax keeps the argmax
     return out
 
@@ -86,10 +92,10 @@ def test_pfsa_speed(benchmark):
     features = _probs(FRAMES, seed=1)  # the fused 8-probability feature, as the experiment uses
     prototypes = _probs(8, seed=2)
     rows = features[:LOOP_FRAMES].tolist()
-    assert _pfsa_loop(rows, prototypes.tolist()) == pfsa_scores(rows, prototypes).argmax(axis=1).tolist()
-    vector_s = _best_seconds(lambda: pfsa_scores(features, prototypes))
+    assert _pfsa_loop(rows, prototypes.tolist()) == pfsa_scores(rows, prototypes, PAIRS).argmax(axis=1).tolist()
+    vector_s = _best_seconds(lambda: pfsa_scores(features, prototypes, PAIRS))
     fps = _report("PFSA", vector_s, _best_seconds(lambda: _pfsa_loop(rows, prototypes.tolist()), 1))
-    benchmark(pfsa_scores, features, prototypes)
+    benchmark(pfsa_scores, features, prototypes, PAIRS)
     assert fps >= REQUIRED_FPS
 
 

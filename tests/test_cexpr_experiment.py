@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from affectlab.datasets.modality_tables import read_modality_table
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.fusion import score_submission
 from affectlab.lab.cexpr import compound_videos, main, resolve_root
 from affectlab.lab.config import ConfigError, load_config
@@ -55,7 +56,7 @@ def test_cexpr_runs_end_to_end_and_logs_to_mlflow(workdir, tracking):
     cfg = load_config("cexpr", TINY)
     videos = compound_videos(resolve_root(cfg.data), cfg.data)
     truth = {v.name: v.truth for v in videos}
-    score = score_submission(artifacts / "submission_ppa.csv", truth)
+    score = score_submission(artifacts / "submission_ppa.csv", truth, load_label_set("cexpr").compounds)
     assert score.macro_f1 == pytest.approx(metrics["compound_f1/fusion_ppa"])
     assert sum(v.num_frames for v in videos) == len((artifacts / "submission_ppa.csv").read_text().splitlines()) - 1
 

@@ -10,8 +10,12 @@ from torch import nn
 
 from affectlab.models.clip import create_clip
 from affectlab.models.errors import ModelError
-from affectlab.models.face_expression import DynamicFaceExpression, StaticFaceExpression
-from affectlab.models.zero_shot import BASIC_WORDS, COMPOUND_WORDS, ZeroShotClip
+from affectlab.datasets.labelsets import load_label_set
+from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
+from affectlab.models.zero_shot import ZeroShotClip
+
+CEXPR = load_label_set("cexpr")
+BASIC_WORDS, COMPOUND_WORDS = CEXPR.basis.words, CEXPR.words[:7]  # the label sets' caption words
 
 
 class FakeClip(nn.Module):
@@ -25,7 +29,7 @@ class FakeClip(nn.Module):
 
 
 def test_zero_shot_softmaxes_over_all_words_then_renormalises_basic_and_compound():
-    model = ZeroShotClip(FakeClip(), lambda texts: torch.arange(len(texts)), logit_scale=1.0)
+    model = ZeroShotClip(FakeClip(), lambda texts: torch.arange(len(texts)), BASIC_WORDS, COMPOUND_WORDS, logit_scale=1.0)
     happy, fearfully_surprised = torch.eye(15)[BASIC_WORDS.index("happy")], torch.eye(15)[8]
     frames = torch.stack([happy, fearfully_surprised]).view(1, 2, 3, 1, 5)
     basic, compound = model(frames)
@@ -43,10 +47,11 @@ def test_modality_predictors_map_frames_to_eight_probabilities():
     torch.manual_seed(0)
     clip = create_clip("affectlab-tiny")
     frames = torch.randn(2, 3, 3, clip.image_size, clip.image_size)
-    basic, compound = ZeroShotClip(clip.model, clip.tokenizer)(frames)
+    basic, compound = ZeroShotClip(clip.model, clip.tokenizer, BASIC_WORDS, COMPOUND_WORDS)(frames)
     assert basic.shape == (2, 8) and compound.shape == (2, 7)
-    static = StaticFaceExpression("test_resnet")(frames)
-    dynamic = DynamicFaceExpression(clip.model, num_frames=3)(frames)
+    static = StaticFaceExpression(8, "test_resnet")(frames)
+    embeddings = clip.model.encode_image(frames.flatten(0, 1)).view(2, 3, -1)
+    dynamic = TemporalEmotionHead(embeddings.shape[-1], 3, 8, heads=2)(embeddings)
     for probs in (basic, compound, static, dynamic):
         torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2))
     assert static.shape == dynamic.shape == (2, 8)
@@ -54,4 +59,4 @@ def test_modality_predictors_map_frames_to_eight_probabilities():
 
 def test_a_segment_must_be_a_batch_of_frame_sequences():
     with pytest.raises(ModelError, match=r"expected \[B, T, 3, H, W\]"):
-        StaticFaceExpression("test_resnet")(torch.randn(2, 3, 32, 32))
+        StaticFaceExpression(8, "test_resnet")(torch.randn(2, 3, 32, 32))

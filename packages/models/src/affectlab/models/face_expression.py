@@ -1,12 +1,13 @@
 """Face-expression modalities: 8 basic-emotion probabilities per segment from its face frames.
 
 - `StaticFaceExpression`: a per-frame classifier on a timm backbone, its softmax averaged over the segment.
-- `DynamicFaceExpression`: per-frame CLIP image embeddings (frozen encoder) through a temporal transformer, then a
-  linear head (`TemporalEmotionHead`): the facial dynamics the static model averages away. The head alone trains on
-  embeddings computed once, since the encoder is frozen.
+- `TemporalEmotionHead`: per-frame embeddings of a frozen CLIP image encoder through a temporal transformer, then a
+  linear head: the facial dynamics the static model averages away. It trains on embeddings computed once, since the
+  encoder is frozen.
 
-Both map frames [B, T, 3, H, W] to probabilities [B, 8], like every modality predictor; `logits` gives what the
-cross-entropy trains. The static model also takes uint8 frames (0..255) and normalises them as its backbone expects.
+Both map a segment to basic-emotion probabilities [B, C] (C = 8 for AffWild2's classes), like every modality
+predictor; `logits` gives what the cross-entropy trains. The static model also takes uint8 frames (0..255) and
+normalises them as its backbone expects.
 """
 
 from __future__ import annotations
@@ -19,16 +20,13 @@ from torch import Tensor, nn
 from affectlab.models.errors import ModelError
 from affectlab.models.temporal import TemporalTransformer
 
-NUM_BASIC = 8
-
-
 def _check_frames(frames: Tensor, who: str) -> None:
     if frames.ndim != 5:
         raise ModelError(f"{who} got frames of shape {tuple(frames.shape)}; expected [B, T, 3, H, W]")
 
 
 class StaticFaceExpression(nn.Module):
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False, num_classes: int = NUM_BASIC):
+    def __init__(self, num_classes: int, backbone: str = "resnet18", pretrained: bool = False):
         super().__init__()
         self.net = timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes)
         config = timm.data.resolve_data_config({}, model=self.net)
@@ -49,7 +47,7 @@ class StaticFaceExpression(nn.Module):
 class TemporalEmotionHead(nn.Module):
     """Per-frame embeddings [B, T, D] -> logits [B, C]: a temporal transformer (class token) and a linear layer."""
 
-    def __init__(self, dim: int, num_frames: int, num_classes: int = NUM_BASIC, depth: int = 1, heads: int = 8):
+    def __init__(self, dim: int, num_frames: int, num_classes: int, depth: int = 1, heads: int = 8):
         super().__init__()
         self.temporal = TemporalTransformer(dim, num_frames, depth=depth, heads=heads)
         self.head = nn.Linear(dim, num_classes)
@@ -62,28 +60,6 @@ class TemporalEmotionHead(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return torch.softmax(self.logits(embeddings), dim=-1)
-
-
-class DynamicFaceExpression(nn.Module):
-    def __init__(
-        self, clip_model: nn.Module, num_frames: int = 20, num_classes: int = NUM_BASIC, depth: int = 1, heads: int = 8
-    ):
-        super().__init__()
-        self.image_encoder = clip_model.visual.eval().requires_grad_(False)
-        self.head = TemporalEmotionHead(clip_embed_dim(clip_model), num_frames, num_classes, depth, heads)
-
-    @torch.no_grad()
-    def embed(self, frames: Tensor) -> Tensor:
-        """[B, T, D] L2-normalised CLIP image embeddings of the frames (the frozen encoder)."""
-        _check_frames(frames, "DynamicFaceExpression")
-        return F.normalize(self.image_encoder(frames.flatten(0, 1)).float(), dim=-1).view(*frames.shape[:2], -1)
-
-    def logits(self, frames: Tensor) -> Tensor:
-        """[B, C] segment logits."""
-        return self.head.logits(self.embed(frames))
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return torch.softmax(self.logits(frames), dim=-1)
 
 
 def clip_embed_dim(clip_model: nn.Module) -> int:

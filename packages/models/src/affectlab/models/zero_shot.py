@@ -1,9 +1,10 @@
 """Zero-shot CLIP label matching: a segment's frames against the label words of the basic and compound expressions.
 
-Each frame's CLIP image embedding is compared (cosine x logit_scale) with the text embeddings of the 8 basic and 7
-compound label words, put in one prompt template; a softmax over all 15 per frame, averaged over the frames, then
-renormalised separately over the basic words (the modality's 8 basic-emotion probabilities) and over the compound
-words (a direct compound prediction). 9th ABAW zero-shot compound-expression system.
+Each frame's CLIP image embedding is compared (cosine x logit_scale) with the text embeddings of the basic and
+compound label words (the `words` of the basic8 and cexpr label sets: 8 and 7), put in one prompt template; a softmax
+over all of them per frame, averaged over the frames, then renormalised separately over the basic words (the
+modality's basic-emotion probabilities) and over the compound words (a direct compound prediction). 9th ABAW
+zero-shot compound-expression system.
 """
 
 from __future__ import annotations
@@ -16,24 +17,19 @@ from torch import Tensor, nn
 
 from affectlab.models.errors import ModelError
 
-# AffWild2's basic order and C-EXPR-DB's compound order, as words a caption would use
-BASIC_WORDS: tuple[str, ...] = ("neutral", "angry", "disgusted", "fearful", "happy", "sad", "surprised", "other")
-COMPOUND_WORDS: tuple[str, ...] = (
-    "fearfully surprised", "happily surprised", "sadly surprised", "disgustedly surprised", "angrily surprised",
-    "sadly fearful", "sadly angry",
-)
 TEMPLATE = "a photo of a {} face."
 
 
 class ZeroShotClip(nn.Module):
-    """Frames [B, T, 3, H, W] (CLIP-normalised) -> (basic [B, 8], compound [B, 7]) probabilities; no training."""
+    """Frames [B, T, 3, H, W] (CLIP-normalised) -> (basic [B, len(basic_words)], compound [B, len(compound_words)])
+    probabilities; no training."""
 
     def __init__(
         self,
         clip_model: nn.Module,
         tokenizer,
-        basic_words: Sequence[str] = BASIC_WORDS,
-        compound_words: Sequence[str] = COMPOUND_WORDS,
+        basic_words: Sequence[str],
+        compound_words: Sequence[str],
         template: str = TEMPLATE,
         logit_scale: float = 100.0,
     ):
@@ -59,6 +55,6 @@ class ZeroShotClip(nn.Module):
         if image.ndim != 3:
             raise ModelError(f"ZeroShotClip got embeddings of shape {tuple(image.shape)}; expected [B, T, D]")
         per_frame = torch.softmax(self.logit_scale * F.normalize(image.float(), dim=-1) @ self.text.t(), dim=-1)
-        mean = per_frame.mean(dim=1)  # over the frames; the softmax above was over all 15 label words
+        mean = per_frame.mean(dim=1)  # over the frames; the softmax above was over all the label words
         basic, compound = mean[:, : self.num_basic], mean[:, self.num_basic :]
         return basic / basic.sum(-1, keepdim=True), compound / compound.sum(-1, keepdim=True)
