@@ -1,10 +1,15 @@
-"""Text emotion corpora in the format of "Decoding Emotion in the Deep": text, emotion (7 classes), source.
+"""Text emotion corpora: texts with their classes (the 7 of "Decoding Emotion in the Deep" by default, any label set's
+otherwise, one or several per text) and where each came from.
 
-Readers: the paper's own files (JSONL, CSV, Parquet) or a Hugging Face dataset id (`read_corpus`); GoEmotions' raw
-rater files mapped to the 7 classes (`read_goemotions`); MELD's text annotation CSVs (`read_meld`). Then the paper's
-split (`paper_split`): 90/10 stratified, the training part balanced by oversampling, the test part cut to the smallest
-class. Every reader drops empty texts and exact duplicates and says how many in the corpus' `report`; every fix or drop
-is counted there and announced with a `CorpusWarning`, never made silently.
+`EmotionCorpus` holds one corpus or split. Readers of one pooled corpus: the paper's own files (JSONL, CSV, Parquet) or
+a Hugging Face dataset id (`read_corpus`); GoEmotions' raw rater files mapped to the 7 classes (`read_goemotions`);
+MELD's text annotation CSVs (`read_meld`). They drop empty texts and repeated texts (the first row of a text is kept,
+and a repeat with another emotion is counted as ``duplicate_with_other_emotion``), count every fix or drop in the
+corpus' `report` and announce it with a `CorpusWarning`. Then the paper's split (`paper_split`): 90/10 stratified, the
+training part balanced by oversampling (`balance_classes`), the test part cut to the smallest class.
+
+Official train/validation/test splits, GoEmotions' own splits and classes, and the majority rule for conflicting
+duplicates are `affectlab.datasets.text_splits.load_text_splits`.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ def build_corpus(
     if unknown not in ("error", "drop"):
         raise ValueError(f"unknown={unknown!r}: expected 'error' or 'drop'")
     report = Counter() if report is None else report
-    texts, labels, sources = [], [], []
+    texts, labels, sources, origins = [], [], [], []
     first_label: dict[str, int] = {}
     rows_seen = 0
     for text, emotion, source, where in rows:
@@ -182,14 +187,16 @@ def build_corpus(
         texts.append(repaired)
         labels.append(label)
         sources.append(source)
+        origins.append(where)
     if not texts:
         raise DatasetError(f"{name}: no usable example in {rows_seen} rows (report: {dict(report)})")
-    corpus = EmotionCorpus(texts, labels, sources, name=name, report=report)
+    corpus = EmotionCorpus(texts, labels, sources, name=name, report=report, origins=origins)
     corpus.report["rows"] = rows_seen
     corpus.report["kept"] = len(texts)
     changed = {k: v for k, v in report.items() if k not in ("rows", "kept")}
     if changed:
-        warnings.warn(f"{name}: {len(texts)} of {rows_seen} rows kept; {changed}", CorpusWarning, stacklevel=3)
+        rule = " (a repeated text keeps the emotion of its first row)" if report["dropped_duplicate"] else ""
+        warnings.warn(f"{name}: {len(texts)} of {rows_seen} rows kept; {changed}{rule}", CorpusWarning, stacklevel=3)
     return corpus
 
 

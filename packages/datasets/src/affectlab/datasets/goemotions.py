@@ -3,8 +3,8 @@ neutral, in the order of its emotions.txt).
 
 Two forms of the release:
 
-- the official splits, ``data/{train,dev,test}.tsv``: no header, one item per line: text, its label ids (comma-separated,
-  ids into ``emotions.txt``, one emotion name per line), the comment id. `read_split_tsv` reads one;
+- the official splits, ``data/{train,dev,test}.tsv``: no header, one item per line: text, its label ids
+  (comma-separated, ids into ``emotions.txt``, one emotion name per line), the comment id. `read_split_tsv` reads one;
 - the raw ratings, ``goemotions_1.csv`` ... (one row per rater: text, id, ..., rater_id, example_very_unclear, then a
   0/1 column per emotion) with no split. `read_rater_votes` gathers each item's ratings and `agreed_labels` keeps the
   emotions that enough of its raters marked.

@@ -149,8 +149,9 @@ def load_text_splits(
     ``dedup`` (the rule), ``splits`` (split -> counts: ``rows``, ``fixed_encoding``, ``dropped_empty_text``,
     ``dropped_unknown_label:<label>``, ``dropped_several_classes``, ``dropped_no_label``, ``duplicates_merged``,
     ``conflicting_texts``, ``conflicts_resolved_by_majority``, ``conflicts_dropped_tied``, ``conflict_rows_dropped``,
-    ``carved_out``, ``removed_shared_with_val``, ``removed_shared_with_test``, ``balanced_per_class``, ``kept``,
-    ``class_counts``), ``overlap`` (``<a>_<b>_shared_texts``, ``<a>_<b>_shared_with_other_label``, ``policy``) and
+    ``carved_out_val``, ``carved_out_test``, ``removed_shared_with_val``, ``removed_shared_with_test``,
+    ``balanced_per_class``, ``kept``, ``class_counts``; GoEmotions' rater files add ``rated_items``,
+    ``unclear_ratings``, ``dropped_all_raters_unclear``, ``dropped_no_agreed_label``), ``overlap`` (``<a>_<b>_shared_texts``, ``<a>_<b>_shared_with_other_label``, ``policy``) and
     ``missing_classes`` (split -> classes without an example).
     """
     if source not in TEXT_SOURCES:
@@ -327,8 +328,9 @@ class _Reading:
         self.use_label_set("ekman7")
         missing = [name for split, name in MELD_FILES.items() if split != "test" and not (folder / name).is_file()]
         if missing:
-            raise DatasetError(f"{folder}: MELD file(s) {missing} missing; has {sorted(p.name for p in folder.iterdir())}"
-                               f"; expected {list(MELD_FILES.values())} (test optional)")
+            present = sorted(p.name for p in folder.iterdir())
+            raise DatasetError(f"{folder}: MELD file(s) {missing} missing; has {present}; expected "
+                               f"{list(MELD_FILES.values())} (test optional)")
         has_test = (folder / MELD_FILES["test"]).is_file()
         parts = {"train": "train", "val": "val", "test": "test"} if has_test else {"train": "train", "val": "test"}
         for file_split, split in parts.items():
@@ -445,7 +447,7 @@ class _Reading:
 
     def finish(self, val_fraction: float, test_fraction: float, seed: int, overlap: str, balance: bool) -> TextSplits:
         for split, rows in self.rows.items():
-            if self.counts[split]["rows"] and not rows:
+            if not rows:
                 raise DatasetError(f"{self.files[split]}: no usable text in {self.counts[split]['rows']} rows "
                                    f"(counts: {_nonzero(self.counts[split])})")
             self.rows[split] = merge_duplicates(rows, self.counts[split])
@@ -504,8 +506,10 @@ class _Reading:
         changed = {split: {k: v for k, v in counts.items() if k not in ("rows", "kept", "class_counts")}
                    for split, counts in report["splits"].items()}
         if any(changed.values()) or missing or self.made_here:
-            parts = [f"{split} ({report['how'][split]}): {counts['kept']} kept of {counts.get('rows', 'carved')}"
-                     f"{' ' + str(changed[split]) if changed[split] else ''}"
+            parts = [f"{split} ({report['how'][split]}): "
+                     + (f"{counts['kept']} kept of {counts['rows']} rows" if "rows" in counts else
+                        f"{counts['kept']} texts")
+                     + (f" {changed[split]}" if changed[split] else "")
                      for split, counts in report["splits"].items()]
             if missing:
                 parts.append(f"classes without an example: {missing}")
