@@ -212,3 +212,9 @@ def test_any_split_file_gives_splits_or_the_projects_own_error(tmp_path: Path, c
         quiet(path=root, multi_label=True)
     except DatasetError:
         pass
+
+
+def test_the_ekman_grouping_holds_every_goemotions_class_once():
+    groups = load_label_set("goemotions").groups
+    grouped = [fine for fines in groups.values() for fine in fines]
+    assert sorted(grouped) == sorted(GOEMOTIONS) and set(groups) == set(EMOTIONS)

@@ -139,7 +139,7 @@ def test_duplicates_merge_conflicts_go_to_the_majority_and_ties_are_dropped(tmp_
     ]
     train = write_tsv(tmp_path / "train.tsv", rows)
     test = write_tsv(tmp_path / "test.tsv", [("a test", "joy")])
-    with pytest.warns(CorpusWarning, match=r"train \(read from .*train\.tsv\): 18 kept of 25 rows \{.*'conflicts_dropped_"):
+    with pytest.warns(CorpusWarning, match=r"train \(read from .*train\.tsv\): 18 kept of 25 rows \{.*'conflicts_"):
         splits = load_text_splits(train=train, test=test, text_column=0, label_column=1, val_fraction=0)
     counts = splits.report["splits"]["train"]
     assert counts["rows"] == 25
@@ -539,3 +539,38 @@ def test_any_table_gives_splits_or_the_projects_own_error(tmp_path: Path, conten
               val_fraction=0)
     except DatasetError:
         pass
+
+
+def test_llm_emotion_and_label_set_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", paper_records(10))
+    with pytest.raises(DatasetError, match=r"give path= \(one corpus, a folder or a dataset id\) or train=/val=/test= "
+                                           r"files, not both"):
+        load_text_splits("llm_emotion", path=corpus, test=corpus)
+    (tmp_path / "split").mkdir()
+    write_jsonl(tmp_path / "split" / "train.jsonl", paper_records(2))
+    write_jsonl(tmp_path / "split" / "train.json", paper_records(2))
+    with pytest.raises(DatasetError, match=r"\['train\.jsonl', 'train\.json'\] could each be the train split"):
+        load_text_splits("llm_emotion", path=tmp_path / "split")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DatasetError, match=r"none: no train file; expected train\.jsonl"):
+        load_text_splits("llm_emotion", path=tmp_path / "none")
+    with pytest.raises(DatasetError, match=r"absent\.jsonl: no such file or folder"):
+        load_text_splits("llm_emotion", path=tmp_path / "absent.jsonl")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DatasetError, match=r"'nobody-here/no-such-corpus' cannot be loaded"):
+        load_text_splits("llm_emotion", path="nobody-here/no-such-corpus")
+    with pytest.raises(DatasetError, match=r"label set 'plutchik' is neither a file nor a bundled label set"):
+        load_text_splits("llm_emotion", path=corpus, labels="plutchik")
+    source = write_jsonl(tmp_path / "scraped.jsonl", [{"text": "hi", "emotion": "joy", "source": "scraped"}])
+    with pytest.raises(DatasetError, match=r"scraped\.jsonl:1: source 'scraped' is not one of \['raw', 'rewritten'"):
+        load_text_splits("llm_emotion", train=source)
+    with pytest.raises(DatasetError, match=r"llm_emotion/train: balancing by oversampling needs one label per text"):
+        load_text_splits("llm_emotion", path=corpus, multi_label=True, balance_train=True)
+
+
+def test_a_table_that_is_not_utf8_is_named(tmp_path: Path):
+    latin = tmp_path / "train.tsv"
+    latin.write_bytes("caf\xe9 au lait\tjoy\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"train\.tsv: byte 3 \(b'\\xe9'\) is not UTF-8"):
+        load_text_splits(train=latin, text_column=0, label_column=1)

@@ -151,8 +151,9 @@ def load_text_splits(
     ``conflicting_texts``, ``conflicts_resolved_by_majority``, ``conflicts_dropped_tied``, ``conflict_rows_dropped``,
     ``carved_out_val``, ``carved_out_test``, ``removed_shared_with_val``, ``removed_shared_with_test``,
     ``balanced_per_class``, ``kept``, ``class_counts``; GoEmotions' rater files add ``rated_items``,
-    ``unclear_ratings``, ``dropped_all_raters_unclear``, ``dropped_no_agreed_label``), ``overlap`` (``<a>_<b>_shared_texts``, ``<a>_<b>_shared_with_other_label``, ``policy``) and
-    ``missing_classes`` (split -> classes without an example).
+    ``unclear_ratings``, ``dropped_all_raters_unclear``, ``dropped_no_agreed_label``), ``overlap``
+    (``<a>_<b>_shared_texts``, ``<a>_<b>_shared_with_other_label``, ``policy``) and ``missing_classes`` (split ->
+    classes without an example).
     """
     if source not in TEXT_SOURCES:
         raise DatasetError(f"source {source!r}: expected one of {list(TEXT_SOURCES)}")
