@@ -84,6 +84,9 @@ def test_ekman_labels_map_through_goemotions_grouping(tmp_path: Path):
     assert splits.train.class_counts() == expected
     assert "great, now I'm scared" not in splits.train.texts  # joy and fear: two Ekman classes, dropped
     assert splits.report["splits"]["train"]["dropped_several_classes"] == 1
+    assert splits.report["kept_labels"] == ("single-label: an item is kept when its labels name exactly one class of "
+                                            "ekman7 once mapped through goemotions's grouping; the others are counted "
+                                            "as dropped_several_classes")
     assert splits.test.class_counts() == {ekman: 2 * len(fines) for ekman, fines in groups.items()}
 
 
@@ -99,6 +102,7 @@ def test_multi_label_keeps_every_label_as_multi_hot_targets(tmp_path: Path):
     ekman = quiet(path=root, labels="ekman", multi_label=True)
     assert ekman.train.emotions[ekman.train.texts.index("great, now I'm scared")] == ("fear", "joy")
     assert ekman.train.emotions[ekman.train.texts.index("lol thanks so much")] == ("joy",)
+    assert ekman.report["kept_labels"].startswith("multi-label: every label of an item is kept")
     assert ekman.report["multi_label"] is True and "dropped_several_classes" not in ekman.report["splits"]["train"]
 
 

@@ -231,6 +231,7 @@ def test_meld_without_a_test_file_says_dev_is_the_test_split(tmp_path: Path):
     assert splits.val.class_counts() == dict.fromkeys(EMOTIONS, 2)
     assert splits.train.class_counts() == dict.fromkeys(EMOTIONS, 8)
     assert "dev split is the test split" in splits.describe()
+    assert json.loads(json.dumps(splits.report)) == splits.report  # loggable as it is (MLflow, a run's JSON)
 
 
 def test_real_meld_splits_and_their_duplicates(shared_data: Path):

@@ -87,8 +87,7 @@ class TextSplits:
     def describe(self) -> str:
         """The report as lines of text, for a log."""
         r = self.report
-        lines = [f"{r['source']}: {len(self.classes)} classes ({r['labels']}), "
-                 f"{'multi-label' if self.multi_label else 'single-label'}"]
+        lines = [f"{r['source']}: {len(self.classes)} classes ({r['labels']}); {r['kept_labels']}"]
         for name, corpus in self.splits().items():
             counts = {k: v for k, v in r["splits"][name].items() if k not in ("class_counts", "kept") and v}
             lines.append(f"  {name}: {len(corpus)} texts; {r['how'][name]}")
@@ -144,7 +143,8 @@ def load_text_splits(
       be kept.
     - ``balance_train``: oversample training to the paper's balance (`balance_classes`); default: as the data is.
 
-    ``report`` keys: ``source``, ``labels`` (the label set's name), ``classes``, ``multi_label``, ``files`` (split ->
+    ``report`` keys: ``source``, ``labels`` (the label set's name), ``classes``, ``multi_label``, ``kept_labels``
+    (which items and labels are kept), ``files`` (split ->
     file or None when carved), ``how`` (split -> how it was made), ``aggregation`` (GoEmotions raters, else None),
     ``dedup`` (the rule), ``splits`` (split -> counts: ``rows``, ``fixed_encoding``, ``dropped_empty_text``,
     ``dropped_unknown_label:<label>``, ``dropped_several_classes``, ``dropped_no_label``, ``duplicates_merged``,
@@ -493,6 +493,7 @@ class _Reading:
             "labels": self.label_set.name,
             "classes": list(self.label_set.classes),
             "multi_label": self.multi_label,
+            "kept_labels": self._kept_labels(),
             "files": dict(self.files),
             "how": {split: self.how[split] for split in corpora},
             "aggregation": self.aggregation,
@@ -544,6 +545,13 @@ class _Reading:
                     if before - len(self.rows[earlier]):
                         self.counts[earlier][f"removed_shared_with_{later}"] = before - len(self.rows[earlier])
         return report
+
+    def _kept_labels(self) -> str:
+        mapped = f" once mapped through {self.file_set.name}'s grouping" if self.to_class is not None else ""
+        if self.multi_label:
+            return f"multi-label: every label of an item is kept{mapped} (multi-hot targets)"
+        return (f"single-label: an item is kept when its labels name exactly one class of {self.label_set.name}"
+                f"{mapped}; the others are counted as dropped_several_classes")
 
     def _check_classes(self) -> dict[str, list[str]]:
         classes = self.label_set.classes
