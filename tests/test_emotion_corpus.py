@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
 from affectlab.datasets.emotion_corpus import (
     EMOTIONS,
     CorpusWarning,
+    EmotionCorpus,
+    balance_classes,
     fix_encoding,
     paper_split,
     read_corpus,
@@ -20,6 +24,7 @@ from affectlab.datasets.emotion_corpus import (
     stratified_sample,
 )
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.labelsets import load_label_set
 
 MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
 
@@ -55,7 +60,7 @@ def test_meld_reader_handles_quoted_commas_mojibake_and_comma_times(tmp_path: Pa
         + "4,Fine.,Chandler,anger,negative,0,3,3,5,\"00:01:09,000\",\"00:01:10,000\"\n",
         encoding="utf-8",
     )
-    with pytest.warns(CorpusWarning, match="2 of 4 rows kept"):
+    with pytest.warns(CorpusWarning, match="2 of 4 rows kept.*a repeated text keeps the emotion of its first row"):
         corpus = read_meld(path)
     assert corpus.texts == ["Oh, no, you didn’t!", "Fine."]
     assert corpus.emotions == ["surprise", "neutral"]
@@ -63,6 +68,7 @@ def test_meld_reader_handles_quoted_commas_mojibake_and_comma_times(tmp_path: Pa
     assert corpus.report["dropped_empty"] == 1
     assert corpus.report["dropped_duplicate"] == 1
     assert corpus.report["duplicate_with_other_emotion"] == 1
+    assert corpus.origins == [f"{path}:2", f"{path}:3"]
 
 
 def test_real_meld_files_read_repaired_and_counted(shared_data: Path):
@@ -203,3 +209,54 @@ def test_hub_reader_names_integer_labels(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id, split: table)
     corpus = read_corpus("someone/emotions", emotion_column="label")
     assert corpus.emotions == ["joy", "sadness"] and corpus.name == "someone/emotions:train"
+
+
+# --- any label set, one or several labels per text ------------------------------------------------------------------
+
+
+def test_corpus_defaults_to_the_ekman_classes_and_carries_another_label_set():
+    ekman = EmotionCorpus(["so happy", "meh"], [3, 6], ["raw", "raw"])
+    assert ekman.classes == EMOTIONS and ekman.emotions == ["joy", "neutral"]
+    assert ekman.targets().tolist() == [[0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1]]
+    fine = load_label_set("goemotions").classes
+    corpus = EmotionCorpus(["thanks!", "lol", "thank u"], [15, 1, 15], ["raw"] * 3, classes=fine)
+    assert corpus.emotions == ["gratitude", "amusement", "gratitude"]
+    assert corpus.class_counts() == {**dict.fromkeys(fine, 0), "gratitude": 2, "amusement": 1}
+    assert corpus.subset([1]).classes == fine and corpus.subset([1]).emotions == ["amusement"]
+
+
+def test_multi_label_corpus_gives_multi_hot_targets_and_counts_each_label():
+    corpus = EmotionCorpus(["bittersweet", "furious", "fine"], [(3, 4), (0,), ()], ["raw"] * 3, multi_label=True)
+    targets = corpus.targets()
+    assert targets.dtype == np.float32 and targets.shape == (3, 7)
+    assert targets.tolist() == [[0, 0, 0, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0] * 7]
+    assert corpus.emotions == [("joy", "sadness"), ("anger",), ()]
+    assert corpus.class_counts() == {**dict.fromkeys(EMOTIONS, 0), "joy": 1, "sadness": 1, "anger": 1}
+    with pytest.raises(ValueError, match="a multi-label corpus holds a tuple"):
+        EmotionCorpus(["x"], [3], ["raw"], multi_label=True)
+    with pytest.raises(ValueError, match="texts, labels, sources .* differ in length"):
+        EmotionCorpus(["x", "y"], [3], ["raw"])
+    with pytest.raises(DatasetError, match="balancing by oversampling needs one label per text"):
+        balance_classes(corpus)
+
+
+def test_balance_classes_oversamples_to_the_largest_non_neutral_class(tmp_path: Path):
+    corpus = imbalanced_corpus(tmp_path, COUNTS)
+    balanced = balance_classes(corpus, seed=1)
+    assert set(balanced.class_counts().values()) == {100}  # joy's 100; neutral's 300 cut to it
+    assert Counter(t for t, e in zip(balanced.texts, balanced.emotions) if e == "joy") == Counter(
+        f"joy {i}" for i in range(100))
+    assert set(t for t, e in zip(balanced.texts, balanced.emotions) if e == "disgust") == {
+        f"disgust {i}" for i in range(20)}
+    assert balanced.report["balanced_per_class"] == 100
+
+
+def test_paper_split_works_in_another_label_set():
+    names = ("calm", "glad", "cross")
+    texts = [f"{n} {i}" for k, n in enumerate(names) for i in range(10 * (k + 1))]
+    labels = [k for k, n in enumerate(names) for i in range(10 * (k + 1))]
+    corpus = EmotionCorpus(texts, labels, ["raw"] * len(texts), classes=names)
+    train, test = paper_split(corpus, seed=0)
+    # no neutral class here: every class is brought to the largest, cross (27 training texts)
+    assert train.class_counts() == dict.fromkeys(names, 27) and test.class_counts() == dict.fromkeys(names, 1)
+    assert train.classes == names

@@ -1,17 +1,19 @@
-"""Text emotion corpora in the format of "Decoding Emotion in the Deep": text, emotion (7 classes), source.
+"""Text emotion corpora: texts with their classes (the 7 of "Decoding Emotion in the Deep" by default, any label set's
+otherwise, one or several per text) and where each came from.
 
-Readers: the paper's own files (JSONL, CSV, Parquet) or a Hugging Face dataset id (`read_corpus`); GoEmotions' raw
-rater files mapped to the 7 classes (`read_goemotions`); MELD's text annotation CSVs (`read_meld`). Then the paper's
-split (`paper_split`): 90/10 stratified, the training part balanced by oversampling, the test part cut to the smallest
-class. Every reader drops empty texts and exact duplicates and says how many in the corpus' `report`; every fix or drop
-is counted there and announced with a `CorpusWarning`, never made silently.
+`EmotionCorpus` holds one corpus or split. Readers of one pooled corpus: the paper's own files (JSONL, CSV, Parquet) or
+a Hugging Face dataset id (`read_corpus`); GoEmotions' raw rater files mapped to the 7 classes (`read_goemotions`);
+MELD's text annotation CSVs (`read_meld`). They drop empty texts and repeated texts (the first row of a text is kept,
+and a repeat with another emotion is counted as ``duplicate_with_other_emotion``), count every fix or drop in the
+corpus' `report` and announce it with a `CorpusWarning`. Then the paper's split (`paper_split`): 90/10 stratified, the
+training part balanced by oversampling (`balance_classes`), the test part cut to the smallest class.
+
+Official train/validation/test splits, GoEmotions' own splits and classes, and the majority rule for conflicting
+duplicates are `affectlab.datasets.text_splits.load_text_splits`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 import re
 import warnings
@@ -20,9 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.goemotions import read_rater_votes
 from affectlab.datasets.labelsets import load_label_set
-from affectlab.datasets.textfile import read_text
+from affectlab.datasets.text_tables import read_records
 
 EMOTIONS: tuple[str, ...] = load_label_set("ekman7").classes
 SOURCES = ("raw", "rewritten", "synthetic")
@@ -42,24 +47,53 @@ class CorpusWarning(UserWarning):
 
 @dataclass
 class EmotionCorpus:
-    """Parallel lists: ``texts[i]`` has emotion ``EMOTIONS[labels[i]]`` and came from ``sources[i]``."""
+    """Parallel lists: ``texts[i]`` has the class ``classes[labels[i]]`` and came from ``sources[i]``.
+
+    Multi-label (``multi_label=True``): ``labels[i]`` is a sorted tuple of class indices, and `targets` its multi-hot
+    rows. ``classes`` defaults to the 7 Ekman classes (`EMOTIONS`); ``origins[i]``, when known, is the ``file:line``
+    the item was read from.
+    """
 
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[tuple[int, ...]]
     sources: list[str]
     name: str = "corpus"
     report: Counter = field(default_factory=Counter)
+    classes: tuple[str, ...] = EMOTIONS
+    multi_label: bool = False
+    origins: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        sizes = {len(self.texts), len(self.labels), len(self.sources), *([len(self.origins)] if self.origins else [])}
+        if len(sizes) != 1:
+            raise ValueError(f"{self.name}: texts, labels, sources (and origins) differ in length: {sorted(sizes)}")
+        if self.multi_label and not all(isinstance(label, tuple) for label in self.labels):
+            raise ValueError(f"{self.name}: a multi-label corpus holds a tuple of class indices per item")
+        if not self.multi_label and not all(isinstance(label, int) for label in self.labels):
+            raise ValueError(f"{self.name}: a single-label corpus holds one class index per item")
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
-    def emotions(self) -> list[str]:
-        return [EMOTIONS[label] for label in self.labels]
+    def emotions(self) -> list:
+        """Class names per item (a tuple of names per item when multi-label)."""
+        if self.multi_label:
+            return [tuple(self.classes[k] for k in label) for label in self.labels]
+        return [self.classes[label] for label in self.labels]
 
     def class_counts(self) -> dict[str, int]:
-        counts = Counter(self.labels)
-        return {name: counts.get(index, 0) for index, name in enumerate(EMOTIONS)}
+        """Items per class (multi-label: the items that have the class among theirs)."""
+        counts = Counter(k for label in self.labels for k in (label if self.multi_label else (label,)))
+        return {name: counts.get(index, 0) for index, name in enumerate(self.classes)}
+
+    def targets(self) -> np.ndarray:
+        """[N, C] float32: multi-hot rows (one-hot when single-label)."""
+        targets = np.zeros((len(self), len(self.classes)), dtype=np.float32)
+        for row, label in enumerate(self.labels):
+            targets[row, list(label) if self.multi_label else label] = 1.0
+        return targets
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "EmotionCorpus":
         return EmotionCorpus(
@@ -68,6 +102,9 @@ class EmotionCorpus:
             [self.sources[i] for i in indices],
             name=name or self.name,
             report=Counter(self.report),
+            classes=self.classes,
+            multi_label=self.multi_label,
+            origins=[self.origins[i] for i in indices] if self.origins is not None else None,
         )
 
 
@@ -82,6 +119,14 @@ def fix_encoding(text: str) -> str:
     if _C1.search(text):
         text = _C1.sub(lambda match: _decode_c1(match.group()), text)
     return text.replace("\xa0", " ")
+
+
+def clean_text(text: object) -> tuple[str, bool]:
+    """The text every reader keeps: encoding repaired (`fix_encoding`), runs of white space made one space, stripped;
+    and whether a repair changed it (what readers count as ``fixed_encoding``)."""
+    original = "" if text is None else str(text)
+    repaired = fix_encoding(original)
+    return " ".join(repaired.split()), repaired != original.replace("\xa0", " ")
 
 
 def _decode_c1(char: str) -> str:
@@ -116,7 +161,7 @@ def build_corpus(
     if unknown not in ("error", "drop"):
         raise ValueError(f"unknown={unknown!r}: expected 'error' or 'drop'")
     report = Counter() if report is None else report
-    texts, labels, sources = [], [], []
+    texts, labels, sources, origins = [], [], [], []
     first_label: dict[str, int] = {}
     rows_seen = 0
     for text, emotion, source, where in rows:
@@ -127,11 +172,9 @@ def build_corpus(
         source = "raw" if source is None or str(source).strip() == "" else str(source).strip().lower()
         if source not in SOURCES:
             raise DatasetError(f"{where}: source {source!r} is not one of {list(SOURCES)}")
-        original = "" if text is None else str(text)
-        repaired = fix_encoding(original)
-        if repaired != original.replace("\xa0", " "):
+        repaired, fixed = clean_text(text)
+        if fixed:
             report["fixed_encoding"] += 1
-        repaired = " ".join(repaired.split())
         if not repaired:
             report["dropped_empty"] += 1
             continue
@@ -144,71 +187,17 @@ def build_corpus(
         texts.append(repaired)
         labels.append(label)
         sources.append(source)
+        origins.append(where)
     if not texts:
         raise DatasetError(f"{name}: no usable example in {rows_seen} rows (report: {dict(report)})")
-    corpus = EmotionCorpus(texts, labels, sources, name=name, report=report)
+    corpus = EmotionCorpus(texts, labels, sources, name=name, report=report, origins=origins)
     corpus.report["rows"] = rows_seen
     corpus.report["kept"] = len(texts)
     changed = {k: v for k, v in report.items() if k not in ("rows", "kept")}
     if changed:
-        warnings.warn(f"{name}: {len(texts)} of {rows_seen} rows kept; {changed}", CorpusWarning, stacklevel=3)
+        rule = " (a repeated text keeps the emotion of its first row)" if report["dropped_duplicate"] else ""
+        warnings.warn(f"{name}: {len(texts)} of {rows_seen} rows kept; {changed}{rule}", CorpusWarning, stacklevel=3)
     return corpus
-
-
-def _records(path: Path) -> Iterable[tuple[dict, str]]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        yield from _parquet_records(path)
-        return
-    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
-        raise DatasetError(f"{path}: unknown corpus format {suffix!r}; expected .jsonl, .json, .csv, .tsv or .parquet")
-    text = read_text(path, "corpus file", "a .jsonl, .json, .csv or .tsv corpus")
-    if suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise DatasetError(f"{path}: not a JSON list of objects ({error})") from error
-        if not isinstance(records, list):
-            raise DatasetError(f"{path}: a JSON {type(records).__name__}; expected a list of objects")
-        for number, record in enumerate(records, start=1):
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path} item {number}: a {type(record).__name__}; expected a JSON object")
-            yield record, f"{path} item {number}"
-    elif suffix in (".jsonl", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as error:
-                raise DatasetError(f"{path}:{number}: not a JSON object ({error})") from error
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path}:{number}: a {type(record).__name__}; expected a JSON object")
-            yield record, f"{path}:{number}"
-    else:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
-        try:
-            for record in reader:
-                if None in record or None in record.values():  # more cells than the header, or fewer
-                    cells = len(record) - 1 + len(record[None]) if None in record else sum(
-                        v is not None for v in record.values())
-                    raise DatasetError(f"{path}:{reader.line_num}: {cells} cells; expected {len(reader.fieldnames)} "
-                                       f"({','.join(reader.fieldnames)})")
-                yield record, f"{path}:{reader.line_num}"
-        except csv.Error as error:  # e.g. a field longer than the csv module's limit
-            raise DatasetError(f"{path}:{reader.line_num}: not readable as CSV ({error})") from error
-
-
-def _parquet_records(path: Path) -> Iterable[tuple[dict, str]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError) as error:  # not Parquet, truncated, unreadable
-        raise DatasetError(f"{path}: cannot read as Parquet ({error}); expected a Parquet corpus table") from None
-    for number, row in enumerate(rows, start=1):
-        yield row, f"{path} row {number}"
 
 
 def _columns_rows(records, columns: dict[str, str | None], origin: str, label_names: Sequence[str] | None = None):
@@ -248,7 +237,7 @@ def read_corpus(
     if path.exists():
         if path.is_dir():
             raise DatasetError(f"{path}: a folder; expected a .jsonl, .csv or .parquet file")
-        return build_corpus(_columns_rows(_records(path), columns, str(path)), path.name, unknown=unknown)
+        return build_corpus(_columns_rows(read_records(path), columns, str(path)), path.name, unknown=unknown)
     if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv", ".parquet"):
         raise DatasetError(f"{path}: no such file")
     return _read_hub(str(source), split, columns, unknown)
@@ -287,19 +276,19 @@ def read_meld(paths: str | Path | Sequence[str | Path], *, unknown: str = "error
         for path in map(Path, paths):
             if not path.is_file():
                 raise DatasetError(f"{path}: no such file; expected MELD's train/dev/test_sent_emo.csv")
-            records = _unique_utterances(_records(path)) if path.suffix.lower() == ".csv" else _bad_suffix(path)
+            records = unique_utterances(read_records(path)) if path.suffix.lower() == ".csv" else _bad_suffix(path)
             yield from _columns_rows(records, {"text": "Utterance", "emotion": "Emotion", "source": None}, str(path))
 
     name = "+".join(Path(p).stem for p in paths)
     return build_corpus(rows(), name, unknown=unknown)
 
 
-def _unique_utterances(records: Iterable[tuple[dict, str]]) -> Iterable[tuple[dict, str]]:
+def unique_utterances(records: Iterable[tuple[dict, str]]) -> Iterable[tuple[dict, str]]:
     """MELD's records; a (Dialogue_ID, Utterance_ID) pair seen before in the same file (a file pasted twice) is an
-    error."""
+    error. Records without both ids pass unchecked."""
     seen: dict[tuple[str, str], str] = {}
     for record, where in records:
-        if "Dialogue_ID" in record and "Utterance_ID" in record:
+        if record.get("Dialogue_ID") is not None and record.get("Utterance_ID") is not None:
             key = (str(record["Dialogue_ID"]).strip(), str(record["Utterance_ID"]).strip())
             if key in seen:
                 raise DatasetError(
@@ -320,62 +309,42 @@ def read_goemotions(paths: str | Path | Sequence[str | Path], *, min_agreement: 
     Each rater's marks are mapped to Ekman classes (`GOEMOTIONS_TO_EKMAN`); an item gets the class most of its raters
     chose, if more than ``min_agreement`` of them chose it and no other class ties. Raters who flagged the example as
     very unclear do not vote. Items without such a class are dropped and counted (``dropped_no_majority``).
+    (`load_text_splits(source="goemotions")` reads the same files with their 28 classes, multi-label if asked.)
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     to_ekman = {fine: ekman for ekman, fines in GOEMOTIONS_TO_EKMAN.items() for fine in fines}
-    votes: dict[str, Counter] = defaultdict(Counter)
-    raters: Counter = Counter()
-    texts: dict[str, tuple[str, str]] = {}
     report: Counter = Counter()
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise DatasetError(f"{path}: no such file; expected GoEmotions' raw goemotions_N.csv")
-        for record, where in _records(path):
-            missing = [c for c in ("id", "text", *to_ekman) if c not in record]
-            if missing:
-                raise DatasetError(f"{where}: GoEmotions column(s) {missing} missing; has {sorted(map(str, record))}")
-            item = str(record["id"]).strip() if record["id"] is not None else ""
-            if not item:
-                raise DatasetError(f"{where}: empty id; expected the id of the rated example")
-            text, first = texts.setdefault(item, (record["text"], where))
-            if text != record["text"]:
-                raise DatasetError(
-                    f"{where}: id {item!r} has text {record['text']!r} but {first} gave it {text!r}; "
-                    "expected one text per id"
-                )
-            marks = {fine: str(record[fine]).strip() for fine in to_ekman}
-            bad = {fine: mark for fine, mark in marks.items() if mark not in ("0", "1")}
-            if bad:
-                raise DatasetError(f"{where}: emotion mark(s) {bad}; expected 0 or 1 in every emotion column")
-            if str(record.get("example_very_unclear", "")).strip().lower() in ("true", "1"):
-                report["unclear_ratings"] += 1
-                continue
-            chosen = {to_ekman[fine] for fine, mark in marks.items() if mark == "1"}
-            raters[item] += 1
-            votes[item].update(chosen)
+    items = read_rater_votes(paths, report)
 
     def rows():
-        for item, (text, where) in texts.items():
-            ranked = votes[item].most_common(2)
-            if not ranked or ranked[0][1] <= min_agreement * raters[item] or (
+        for item in items.values():
+            votes = Counter(ekman for rating in item.ratings for ekman in {to_ekman[fine] for fine in rating})
+            ranked = votes.most_common(2)
+            if not ranked or ranked[0][1] <= min_agreement * len(item.ratings) or (
                 len(ranked) == 2 and ranked[1][1] == ranked[0][1]
             ):
                 report["dropped_no_majority"] += 1
                 continue
-            yield text, ranked[0][0], "raw", where
+            yield item.text, ranked[0][0], "raw", item.where
 
     name = "+".join(Path(p).stem for p in paths)
     return build_corpus(rows(), name, report=report)
 
 
 def require_all_classes(corpus: EmotionCorpus, minimum: int = 1) -> None:
-    """A `DatasetError` naming every emotion with fewer than ``minimum`` examples."""
+    """A `DatasetError` naming every class with fewer than ``minimum`` examples."""
     short = {name: n for name, n in corpus.class_counts().items() if n < minimum}
     if short:
         raise DatasetError(
-            f"{corpus.name}: emotion(s) {short} have fewer than {minimum} example(s); every one of {list(EMOTIONS)} "
-            f"needs at least {minimum}"
+            f"{corpus.name}: emotion(s) {short} have fewer than {minimum} example(s); every one of "
+            f"{list(corpus.classes)} needs at least {minimum}"
         )
+
+
+def _single_label(corpus: EmotionCorpus, what: str) -> None:
+    if corpus.multi_label:
+        raise DatasetError(f"{corpus.name}: {what} needs one label per text; this corpus is multi-label "
+                           "(load it with multi_label=False)")
 
 
 def paper_split(
@@ -383,32 +352,23 @@ def paper_split(
 ) -> tuple[EmotionCorpus, EmotionCorpus]:
     """The paper's train and test parts: a stratified ``1 - test_fraction`` / ``test_fraction`` split, then
 
-    - train: every emotion oversampled (with replacement, originals kept) up to the largest non-neutral class, and
-      neutral cut down (or oversampled) to that same size;
-    - test: every class cut to the size of the smallest one, so that chance is 1/7.
+    - train: balanced as `balance_classes` does (every class oversampled to the largest non-neutral one, neutral cut
+      to that size);
+    - test: every class cut to the size of the smallest one, so that chance is 1/C.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction}: expected a fraction strictly between 0 and 1")
+    _single_label(corpus, "the paper's split")
     require_all_classes(corpus, minimum=2)  # one for each part
     rng = random.Random(seed)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for index, label in enumerate(corpus.labels):
-        by_class[label].append(index)
+    by_class = _indices_by_label(corpus)
     train_parts, test_parts = {}, {}
-    for label in range(len(EMOTIONS)):
+    for label in range(len(corpus.classes)):
         indices = by_class[label][:]
         rng.shuffle(indices)
         n_test = min(max(1, round(test_fraction * len(indices))), len(indices) - 1)
         test_parts[label], train_parts[label] = indices[:n_test], indices[n_test:]
-
-    neutral = EMOTIONS.index("neutral")
-    target = max(len(part) for label, part in train_parts.items() if label != neutral)
-    train: list[int] = []
-    for label, part in train_parts.items():
-        if len(part) >= target:
-            train.extend(rng.sample(part, target))
-        else:
-            train.extend(part + rng.choices(part, k=target - len(part)))
+    train, target = _oversampled(train_parts, corpus.classes, rng)
     smallest = min(len(part) for part in test_parts.values())
     test = [index for part in test_parts.values() for index in rng.sample(part, smallest)]
     rng.shuffle(train)
@@ -420,12 +380,47 @@ def paper_split(
     return train_corpus, test_corpus
 
 
-def stratified_sample(corpus: EmotionCorpus, per_class: int, *, seed: int = 0) -> EmotionCorpus:
-    """At most ``per_class`` examples of every emotion, drawn without replacement (a smaller corpus for quick runs)."""
+def balance_classes(corpus: EmotionCorpus, *, seed: int = 0) -> EmotionCorpus:
+    """The paper's balanced training set made of ``corpus``: every class oversampled (with replacement, originals
+    kept) up to the largest non-neutral class, neutral cut down (or oversampled) to that size. Counted in the report
+    as ``balanced_per_class``."""
+    _single_label(corpus, "balancing by oversampling")
+    require_all_classes(corpus, minimum=1)
     rng = random.Random(seed)
-    by_class: dict[int, list[int]] = defaultdict(list)
+    chosen, target = _oversampled(_indices_by_label(corpus), corpus.classes, rng)
+    rng.shuffle(chosen)
+    balanced = corpus.subset(chosen, name=f"{corpus.name}[balanced]")
+    balanced.report["balanced_per_class"] = target
+    return balanced
+
+
+def _indices_by_label(corpus: EmotionCorpus) -> dict:
+    by_label: dict = defaultdict(list)
     for index, label in enumerate(corpus.labels):
-        by_class[label].append(index)
+        by_label[label].append(index)
+    return by_label
+
+
+def _oversampled(parts: dict[int, list[int]], classes: Sequence[str], rng: random.Random) -> tuple[list[int], int]:
+    """Indices of every class's part brought to one size: that of the largest class other than neutral (the one
+    class the paper's corpora have far more of)."""
+    neutral = classes.index("neutral") if "neutral" in classes else None
+    target = max(len(part) for label, part in parts.items() if label != neutral or len(parts) == 1)
+    chosen: list[int] = []
+    for label in range(len(classes)):
+        part = parts[label]
+        if len(part) >= target:
+            chosen.extend(rng.sample(part, target))
+        else:
+            chosen.extend(part + rng.choices(part, k=target - len(part)))
+    return chosen, target
+
+
+def stratified_sample(corpus: EmotionCorpus, per_class: int, *, seed: int = 0) -> EmotionCorpus:
+    """At most ``per_class`` examples of every class (multi-label: of every label combination), drawn without
+    replacement (a smaller corpus for quick runs)."""
+    rng = random.Random(seed)
+    by_class = _indices_by_label(corpus)
     chosen = sorted(i for part in by_class.values() for i in rng.sample(part, min(per_class, len(part))))
     sample = corpus.subset(chosen, name=f"{corpus.name}[≤{per_class}/class]")
     sample.report["sampled_per_class_max"] = per_class
