@@ -55,7 +55,9 @@ import torch
 
 from affectlab.datasets import make_synthetic_raer
 from affectlab.lab.config import load_config
-from affectlab.lab.raer import ClipCaerModule, RaerDataModule, build_net
+from affectlab.lab.raer.data import RaerDataModule
+from affectlab.lab.raer.module import ClipCaerModule
+from affectlab.lab.raer.nets import build_net
 
 SHAPES = {  # backbone -> config overrides, training clips of the synthetic RAER, timed repeats of the breakdown
     "affectlab-tiny": dict(overrides=[], clips=250, repeats=20),

@@ -1,7 +1,9 @@
-"""Textualized vs feature-based multimodal emotion recognition on MELD and C-EXPR-DB.
-`lightning run experiments/meld.py [key=value ...]`; see experiments/configs/meld.yaml."""
+"""Textualized vs feature-based emotion recognition on MELD and C-EXPR-DB: `python experiments/meld.py [COMMAND]
+[key=value ...]`, or after `lightning run`; `--help` lists the commands and every config key
+(src/affectlab/lab/meld/config.py)."""
 
-from affectlab.lab.meld import main
+from affectlab.lab.cli import console
+from affectlab.lab.meld import EXPERIMENT
 
 if __name__ == "__main__":
-    main()
+    console(EXPERIMENT)

@@ -1,6 +1,8 @@
-"""LLM emotion probing. `lightning run experiments/probing.py [flags] [key=value ...]`; see experiments/configs/probing.yaml."""
+"""LLM emotion probing: `python experiments/probing.py [COMMAND] [key=value ...]`, or after `lightning run`; `--help`
+lists the commands and every config key (src/affectlab/lab/probing/config.py)."""
 
-from affectlab.lab.probing import main
+from affectlab.lab.cli import console
+from affectlab.lab.probing import EXPERIMENT
 
 if __name__ == "__main__":
-    main()
+    console(EXPERIMENT)

@@ -1,9 +1,9 @@
-"""Shared fixtures: every test runs against caches and MLflow stores in temporary folders, never the user's."""
+"""Shared fixtures: every test runs against caches and MLflow stores in temporary folders, never the user's (the
+helpers tests build things with are in builders.py)."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,22 +11,7 @@ import pytest
 # Nothing is downloaded by the tests; set before huggingface_hub is first imported, which reads it once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-# A run this small trains in seconds: 40 training clips of 8 frames, 4 frames sampled, 1 epoch.
-TINY_RUN = [
-    "data.synthetic.num_train=40",
-    "data.synthetic.num_test=20",
-    "data.synthetic.num_frames=8",
-    "data.num_segments=4",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "data.val_fraction=0.25",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-]
+from builders import SHARED_DATA
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,12 +37,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the real data files are not here ({SHARED_DATA}); CI has them beside the project")
     return SHARED_DATA
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

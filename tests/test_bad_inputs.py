@@ -37,8 +37,7 @@ from affectlab.datasets.emotion_corpus import CorpusWarning, read_corpus, read_g
 from affectlab.datasets.modality_tables import align_modality_tables, read_modality_table, write_modality_table
 from affectlab.datasets.raer import read_annotation
 from affectlab.datasets.video import read_frames
-from test_emotion_corpus import MELD_HEADER, write_goemotions
-from test_raer_dataset import flat_frame, write_raer
+from builders import MELD_HEADER, flat_frame, write_goemotions, write_raer
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def raer_skips(tmp: Path):
 def raer_datamodule_skips(tmp: Path):
     """data.on_bad_clip=skip in the lab: the datamodule warns once with the count of clips it left out."""
     from affectlab.lab.config import load_config
-    from affectlab.lab.raer import RaerDataModule
+    from affectlab.lab.raer.data import RaerDataModule
 
     clips = {f"Class/Classroom/000{k}": [flat_frame((90, 90, 90))] * 2 for k in (1, 2, 3)}
     write_raer(
@@ -830,7 +829,7 @@ def afew(make: Callable[[Path], None] | None):
     loads AFEW."""
 
     def build(tmp: Path):
-        from affectlab.lab.cexpr import afew_videos
+        from affectlab.lab.cexpr.data import afew_videos
 
         videos = tmp / "afew" / "videos"
         if make is not None:

@@ -9,7 +9,8 @@ import pytest
 from affectlab.datasets.modality_tables import read_modality_table
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.fusion import score_submission
-from affectlab.lab.cexpr import compound_videos, main, resolve_root
+from affectlab.lab.cexpr import main
+from affectlab.lab.cexpr.data import compound_videos, resolve_root
 from affectlab.lab.config import ConfigError, load_config
 
 TINY = [
@@ -125,5 +126,6 @@ def test_face_models_are_trained_in_the_run_and_give_their_tables(workdir, track
 
 
 def test_unknown_pfsa_prototypes_are_a_config_error(workdir):
-    with pytest.raises(ConfigError, match=r"compound.pfsa_prototypes has \['means'\]; expected a subset of"):
+    with pytest.raises(ConfigError, match=r"compound.pfsa_prototypes=\[class_means,means\]: expected a list of "
+                                          r"class_means \| clip_text"):
         main([*TINY, "compound.pfsa_prototypes=[class_means,means]", "visual.modalities=[]"])

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from affectlab.lab.cexpr import WindowedVideo, cross_fitted, video_folds
+from affectlab.lab.cexpr.data import WindowedVideo
+from affectlab.lab.cexpr.modalities import cross_fitted, video_folds
 from affectlab.models.face_expression import TemporalEmotionHead
 
 

@@ -15,11 +15,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from affectlab.lab.cexpr import FaceModule, cross_fitted, main
+from affectlab.lab.cexpr import main
+from affectlab.lab.cexpr.modalities import FaceModule, cross_fitted
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.models.face_expression import TemporalEmotionHead
-from crash import child_env, kill_when, start, step_reached
-from conftest import ROOT
+from builders import ROOT, child_env, kill_when, start, step_reached
 
 STEPS_PER_EPOCH, EPOCHS = 4, 4  # MHPF: 256 windows a epoch in batches of 64
 

@@ -12,7 +12,8 @@ import torch
 
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.modality_tables import read_modality_table, read_text_table, write_text_table
-from affectlab.lab.cexpr import main, resolve_root
+from affectlab.lab.cexpr import main
+from affectlab.lab.cexpr.data import resolve_root
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.models.errors import ModelError
 from affectlab.datasets.labelsets import load_label_set

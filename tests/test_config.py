@@ -62,3 +62,54 @@ def test_unknown_config_name_lists_the_known_ones():
 def test_flatten_gives_dotted_params():
     flat = flatten(OmegaConf.create({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}))
     assert flat == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_every_problem_is_reported_at_once_one_line_each():
+    with pytest.raises(ConfigError) as error:
+        load_config("raer", ["trainer.max_epochs=1.5", "data.batch_size=eight", "data.num_segmnts=3",
+                             "model.loss=cee", "data.val_fraction=2"], environ={})
+    lines = str(error.value).splitlines()
+    assert lines == [
+        "trainer.max_epochs=1.5: expected a whole number >= 0",
+        "data.batch_size=eight: expected a whole number >= 1",
+        "unknown key 'data.num_segmnts' in the command line; did you mean data.num_segments?",
+        "model.loss=cee: expected one of ce, soft_ce, cb_ls (did you mean ce?)",
+        "data.val_fraction=2: expected a number in [0, 0.95]",
+    ]
+
+
+def test_a_negative_batch_and_a_list_of_the_wrong_choices_are_refused():
+    with pytest.raises(ConfigError, match=r"^data.batch_size=-2: expected a whole number >= 1$"):
+        load_config("raer", ["data.batch_size=-2"], environ={})
+    with pytest.raises(ConfigError, match=r"model.streams=\[face,body\]: expected a list of face \| context"):
+        load_config("raer", ["model.streams=[face,body]"], environ={})
+
+
+def test_a_value_in_a_named_config_file_is_checked_and_the_file_named(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("inherits: raer\ndata:\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match=rf"data.batch_size=many: expected a whole number >= 1 \(in {bad}\)"):
+        load_config("raer", [f"config={bad}"], environ={})
+
+
+def test_help_keys_come_with_their_defaults_and_meanings():
+    from affectlab.lab.config import help_lines, schema_of
+
+    rows = {key: (default, meaning) for key, default, meaning in help_lines(schema_of("raer"))}
+    assert rows["data.batch_size"] == ("8", "clips per batch")
+    assert rows["trainer.max_epochs"][0] == "20"
+    assert all(meaning for _, meaning in rows.values())
+
+
+def test_the_console_prints_one_line_per_problem_without_a_traceback(capsys):
+    from affectlab.lab.cli import console
+    from affectlab.lab.raer import EXPERIMENT
+
+    with pytest.raises(SystemExit) as stopped:
+        console(EXPERIMENT, ["trian"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("raer: error: unknown command 'trian'; did you mean train? (commands: train, evaluate, compare, "
+                   "describe, prepare, cache; settings are key=value)\n")
+    with pytest.raises(ConfigError):  # --debug: the exception itself, with its traceback
+        console(EXPERIMENT, ["trian", "--debug"])

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.datasets import ensure_synthetic_raer, load_label_set, load_raer_split, stratified_split
 from affectlab.lab.config import load_config
-from affectlab.lab.raer import run
-from conftest import ROOT, TINY_RUN, free_port
+from affectlab.lab.raer.train import train as run
+from builders import ROOT, TINY_RUN, free_port
 
 # Small odd splits: 20 training clips of which 35% per class (1 of 4) validate, 11 test clips.
 SMALL = [*TINY_RUN, "data.synthetic.num_train=20", "data.synthetic.num_test=11", "data.val_fraction=0.35"]

@@ -25,13 +25,7 @@ from affectlab.datasets.emotion_corpus import (
 )
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.labelsets import load_label_set
-
-MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
+from builders import MELD_HEADER, write_goemotions, write_jsonl
 
 
 def balanced_rows(per_class: int) -> list[dict]:
@@ -127,21 +121,6 @@ def test_unreachable_hub_dataset_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DatasetError, match="'nobody-here/no-such-corpus'.*cannot be loaded"):
         read_corpus("nobody-here/no-such-corpus")
-
-
-def write_goemotions(path: Path, ratings: list[tuple[str, str, list[str], bool]]) -> Path:
-    fine = [name for names in (
-        ("admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity", "desire"),
-        ("disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear", "gratitude", "grief"),
-        ("joy", "love", "nervousness", "optimism", "pride", "realization", "relief", "remorse", "sadness"),
-        ("surprise", "neutral"),
-    ) for name in names]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "id", "author", "rater_id", "example_very_unclear", *fine])
-        for rater, (item, text, chosen, unclear) in enumerate(ratings):
-            writer.writerow([text, item, "someone", rater, str(unclear), *(int(name in chosen) for name in fine)])
-    return path
 
 
 def test_goemotions_raters_mapped_to_ekman_by_majority(tmp_path: Path):

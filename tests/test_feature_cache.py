@@ -16,10 +16,12 @@ import torch
 from affectlab.datasets import RaerDataset, load_raer_split, make_synthetic_raer
 from affectlab.datasets.raer import tsn_indices
 from affectlab.lab.config import load_config
-from affectlab.lab.features import FrameFeatures, frame_features
-from affectlab.lab.raer import ClipCaerModule, RaerDataModule, build_net
+from affectlab.lab.raer.features import FrameFeatures, frame_features
+from affectlab.lab.raer.data import RaerDataModule
+from affectlab.lab.raer.module import ClipCaerModule
+from affectlab.lab.raer.nets import build_net
 from affectlab.models import ClipCaer, create_clip
-from conftest import TINY_RUN
+from builders import TINY_RUN
 
 T = 4
 

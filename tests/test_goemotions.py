@@ -15,37 +15,8 @@ from affectlab.datasets.emotion_corpus import EMOTIONS, CorpusWarning
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.text_splits import load_text_splits
+from builders import GOEMOTIONS, GOEMOTIONS_SPLIT_FILES as SPLIT_FILES, write_goemotions, write_goemotions_folder
 
-from test_emotion_corpus import write_goemotions
-
-GOEMOTIONS = load_label_set("goemotions").classes  # emotions.txt order: label id k is GOEMOTIONS[k]
-SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
-
-
-def write_goemotions_folder(
-    root: Path,
-    *,
-    per_class: int = 2,
-    extra: dict[str, list[tuple[str, list[str]]]] | None = None,
-    top_level: bool = False,
-) -> Path:
-    """A GoEmotions release folder as its repository has it: ``data/train.tsv``, ``dev.tsv``, ``test.tsv`` (no header;
-    text, comma-separated label ids, comment id) and ``data/emotions.txt`` (one emotion per line, id = line - 1).
-
-    Every split gets ``per_class`` single-label comments of each of the 28 classes; ``extra`` adds ``(text, [emotion
-    names])`` comments to a split (``{"train": [("lol and thanks", ["amusement", "gratitude"])]}``). ``top_level``
-    writes the files in ``root`` itself instead of ``root/data``. Returns ``root``."""
-    folder = root if top_level else root / "data"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "emotions.txt").write_text("\n".join(GOEMOTIONS) + "\n", encoding="utf-8")
-    for split, name in SPLIT_FILES.items():
-        items = [(f"[NAME] wrote a {split} comment about {emotion} ({i})", [emotion])
-                 for emotion in GOEMOTIONS for i in range(per_class)]
-        items += (extra or {}).get(split, [])
-        lines = [f"{text}\t{','.join(str(GOEMOTIONS.index(e)) for e in emotions)}\t{split[0]}{n:05d}"
-                 for n, (text, emotions) in enumerate(items)]
-        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
 
 
 def quiet(**kwargs):

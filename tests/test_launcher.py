@@ -24,8 +24,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from affectlab.lab import launcher  # noqa: E402
-from affectlab.lab.launcher import Hardware, LaunchError, check_launch, trainer_arguments  # noqa: E402
+from affectlab.lab import hardware, launcher  # noqa: E402
+from affectlab.lab.hardware import Hardware, LaunchError, check_launch, trainer_arguments  # noqa: E402
 
 NO_GPU = Hardware(cuda_devices=0, cuda_bf16=False, mps=False, cpu_fp16_autocast=True, deepspeed=False,
                   transformer_engine=False)
@@ -65,7 +65,7 @@ def marker_script(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize(("flags", "said"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
 def test_bad_flags_stop_before_any_process(flags, said, marker_script, monkeypatch, capsys):
     script, marker = marker_script
-    monkeypatch.setattr(launcher.Hardware, "detect", classmethod(lambda cls: NO_GPU))  # the same on GPU machines
+    monkeypatch.setattr(hardware.Hardware, "detect", classmethod(lambda cls: NO_GPU))  # the same on GPU machines
     monkeypatch.setattr(sys, "argv", ["lightning", "run", *flags, str(script), "trainer.max_epochs=1"])
     with pytest.raises(SystemExit) as stopped:
         launcher.main()
@@ -136,9 +136,9 @@ def test_console_script_exits_2_without_a_traceback(marker_script):
 def test_mixed_precision_trains_on_the_cpu(flag, dtype, workdir, monkeypatch):
     import torch
 
-    from affectlab.lab import raer
+    from affectlab.lab.raer.train import train
     from affectlab.lab.config import load_config
-    from conftest import TINY_RUN
+    from builders import TINY_RUN
 
     seen: set[torch.dtype] = set()
     build_net = raer.build_net
@@ -153,6 +153,27 @@ def test_mixed_precision_trains_on_the_cpu(flag, dtype, workdir, monkeypatch):
                                f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir}/ckpt"],
                       environ={"LT_PRECISION": flag, "LT_ACCELERATOR": "cpu"})
     assert cfg.trainer.precision == flag
-    metrics = raer.run(cfg)
+    metrics = train(cfg)
     assert seen == {getattr(torch, dtype)}, seen  # autocast in that dtype, not a silent fall-back to another
     assert 0.0 <= metrics["test/uar"] <= 1.0
+
+
+# --- help: the runner's own, once; a script's, without starting anything ---
+
+
+def test_lightning_run_help_prints_once_and_describes_this_runner():
+    lightning = str(Path(sys.executable).parent / "lightning")
+    done = subprocess.run([lightning, "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.count("usage: lightning run") == 1
+    assert "affectlab's runner" in done.stdout and "--devices" in done.stdout
+
+
+def test_lightning_run_script_help_is_the_scripts_own(marker_script):
+    lightning = str(Path(sys.executable).parent / "lightning")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([lightning, "run", "--devices", "2", str(root / "experiments" / "meld.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "commands:" in done.stdout and "data.meld.train_size" in done.stdout
+    assert "Run a Lightning Fabric script" not in done.stdout

@@ -18,37 +18,16 @@ from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.video import read_audio
 from affectlab.fusion.textualize import load_cue_tables, write_synthetic_cue_tables
 from affectlab.lab.config import ConfigError, load_config
-from affectlab.lab.meld import ClipVectors, Sample, build_items, check_config, main
-from affectlab.lab.meld_clips import ClipEncoder, clip_features, find_clip
+from affectlab.lab.meld import main
+from affectlab.lab.meld.data import ClipVectors, Sample, build_items
+from affectlab.lab.meld.train import check_config
+from affectlab.lab.meld.clips import ClipEncoder, clip_features, find_clip
 from affectlab.models.audio import log_mel_statistics, mel_filterbank
+from builders import write_mp4
 
 av = pytest.importorskip("av", reason="PyAV writes the test clips (dev dependency)")
 
 RATE = 16000
-
-
-def write_mp4(path: Path, frames: list[np.ndarray], sound: np.ndarray | None = None, fps: int = 10, *,
-              codec: str = "libx264", options: dict[str, str] | None = None, bit_rate: int | None = None) -> Path:
-    """A video file written by PyAV (the container from the suffix): `frames` RGB, and `sound` as AAC when given.
-    Also tests/test_video_reader.py's writer (other codecs, keyframe intervals, B-frames)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=fps)
-        video.height, video.width = frames[0].shape[:2]
-        video.pix_fmt = "yuv420p"
-        video.options = options or {}
-        if bit_rate is not None:
-            video.bit_rate = bit_rate
-        audio = container.add_stream("aac", rate=RATE) if sound is not None else None
-        for frame in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        if audio is not None:
-            chunk = av.AudioFrame.from_ndarray(sound.astype(np.float32)[None], format="fltp", layout="mono")
-            chunk.sample_rate = RATE
-            container.mux(audio.encode(chunk))
-            container.mux(audio.encode())
-        container.mux(video.encode())
-    return path
 
 
 def tone(hz: float, seconds: float = 0.5) -> np.ndarray:
@@ -185,8 +164,8 @@ def test_meld_experiment_with_clips_logs_their_counts(workdir):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("data.on_bad_clip=ignore", r"data.on_bad_clip='ignore': expected error or skip"),
-    ("data.cexpr.max_epochs=0", r"data.cexpr.max_epochs=0: expected a positive number of epochs"),
+    ("data.on_bad_clip=ignore", r"data.on_bad_clip=ignore: expected one of error \| skip"),
+    ("data.cexpr.max_epochs=0", r"data.cexpr.max_epochs=0: expected a whole number >= 1, or null"),
 ])
 def test_a_bad_clip_or_epoch_setting_is_refused_before_any_work(override, message):
     with pytest.raises(ConfigError, match=message):

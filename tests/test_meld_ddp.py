@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, free_port
+from builders import ROOT, free_port
 
 TINY = [
     "model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}",

@@ -15,7 +15,8 @@ from affectlab.datasets.emotion_corpus import EMOTIONS
 from affectlab.datasets.errors import DatasetError
 from affectlab.fusion.textualize import load_cue_tables, write_synthetic_cue_tables
 from affectlab.lab.config import load_config
-from affectlab.lab.meld import Sample, build_items, cexpr_fold, cue_tables, main, read_meld_utterances
+from affectlab.lab.meld import main
+from affectlab.lab.meld.data import Sample, build_items, cexpr_fold, cue_tables, read_meld_utterances
 from affectlab.models.attention_fusion import AttentionFusion
 from affectlab.models.text_classifier import create_text_classifier, resolve_model
 

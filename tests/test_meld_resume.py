@@ -15,8 +15,7 @@ from mlflow.tracking import MlflowClient
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld import main
-from crash import child_env, history, kill_when, start, step_reached
-from conftest import ROOT
+from builders import ROOT, child_env, history, kill_when, start, step_reached
 
 STEPS_PER_EPOCH = 17  # 80 synthetic utterances minus the validation 15% (12) = 68, in batches of 4
 RUN = [

@@ -19,8 +19,7 @@ from affectlab.lab.tracking import (
     ResilientMLFlowLogger,
     import_pending,
 )
-from conftest import ROOT, TINY_RUN, free_port
-from test_mlflow_server import start_server, stop_server
+from builders import ROOT, TINY_RUN, free_port, start_server, stop_server
 
 EPOCHS = 6
 # MLflow's own retries kept short, so that the first failed write returns quickly (ResilientClient retries itself)

@@ -13,45 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from affectlab.lab.config import load_config
-from affectlab.lab.raer import run
+from affectlab.lab.raer.train import train as run
 from affectlab.lab.tracking import TrackingError, check_server
-from conftest import TINY_RUN, free_port
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """`mlflow server` on 127.0.0.1:`port` with its SQLite store and artifact root in `folder` (the same folder again
-    after a stop brings back the same server); returns once it answers /health."""
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-        "--artifacts-destination", (folder / "server-artifacts").as_uri(),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    log = folder / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
-    # no background job runners: the server would start seven huey worker processes, each importing mlflow
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("ab") as handle:
-        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 600  # generous: on a loaded machine importing mlflow alone takes a minute
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    pytest.fail(f"mlflow server did not start within 600 s: {log.read_text(errors='replace')[-2000:]}")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+from builders import TINY_RUN, free_port, start_server, stop_server
 
 
 @pytest.fixture

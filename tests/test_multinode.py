@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.datasets import ensure_synthetic_raer
 from affectlab.lab.config import load_config
-from conftest import ROOT, TINY_RUN, free_port
+from builders import ROOT, TINY_RUN, free_port
 
 SMALL = [*TINY_RUN, "data.synthetic.num_train=20", "data.synthetic.num_test=10"]
 

@@ -307,7 +307,8 @@ def test_experiment_probes_a_decoder_in_chat_format_with_the_papers_other_experi
     """Any transformers model folder runs through the experiment: a tiny random Qwen3 with a chat template, on the
     corpus shipped with affectlab, with the zero-shot baseline, malleability and persistence (random weights: the
     figures mean nothing, their presence and range do)."""
-    from affectlab.lab.probing import BUNDLED_CORPUS, main
+    from affectlab.lab.probing import main
+    from affectlab.lab.probing.data import BUNDLED_CORPUS
 
     folder = workdir / "tiny-qwen3"
     tiny_decoder("qwen3", tokenizer.vocab_size).save_pretrained(folder)
@@ -426,7 +427,7 @@ def test_the_depth_figure_adds_earlier_runs_of_other_models_on_the_same_corpus(t
     from omegaconf import OmegaConf
 
     from affectlab.lab.config import flatten
-    from affectlab.lab.probing import earlier_depth_curves
+    from affectlab.lab.probing.train import earlier_depth_curves
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("probing", artifact_location=str(tmp_path / "artifacts"))

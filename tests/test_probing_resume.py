@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import newest_intact, read_record
-from affectlab.lab.probing import BUNDLED_CORPUS, main
-from crash import child_env, history, kill_when, start, step_reached
-from conftest import ROOT
+from affectlab.lab.probing import main
+from affectlab.lab.probing.data import BUNDLED_CORPUS
+from builders import ROOT, child_env, history, kill_when, start, step_reached
 
 BATCH = 4
 EPOCHS = 3

@@ -50,7 +50,7 @@ def test_uint8_frames_normalise_to_the_same_floats_on_every_path(small_raer, tmp
 
 def test_datamodule_normalises_uint8_batches_after_transfer(tmp_path):
     from affectlab.lab.config import load_config
-    from affectlab.lab.raer import RaerDataModule
+    from affectlab.lab.raer.data import RaerDataModule
 
     root = make_synthetic_raer(tmp_path / "raer", num_train=5, num_test=5, num_frames=3)
     cfg = load_config("raer", [f"data.root={root}", "data.num_segments=2", "data.crop_cache=null"], environ={})

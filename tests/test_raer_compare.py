@@ -11,10 +11,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from affectlab.lab.config import ConfigError, load_config
-from affectlab.lab.compare import compare
-from affectlab.lab.raer import build_net
+from affectlab.lab.raer.compare import compare
+from affectlab.lab.raer.nets import build_net
 from affectlab.models import FormerDfer
-from conftest import TINY_RUN
+from builders import TINY_RUN
 
 
 def test_former_dfer_maps_face_clips_to_logits_with_named_param_groups():

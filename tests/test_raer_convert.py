@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from affectlab.lab.config import load_config
-from affectlab.lab.raer import build_net
+from affectlab.lab.raer.nets import build_net
 from affectlab.models import ClipCaer, ModelError, convert_clip_caer_state_dict, create_clip, load_clip_caer_checkpoint
 
 N_CTX, FRAMES, HEADS, MLP = 8, 4, 8, 128

@@ -25,50 +25,7 @@ from affectlab.datasets import (
 )
 from affectlab.datasets import synthetic_raer
 from affectlab.datasets.raer import CLIP_MEAN, CLIP_STD
-
-RED, GREEN, BLUE, WHITE, GREY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (255, 255, 255), (128, 128, 128)
-
-
-def flat_frame(colour, size=(32, 24)) -> np.ndarray:
-    width, height = size
-    return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, 3)).copy()
-
-
-def write_raer(
-    root: Path,
-    frames: dict[str, list[np.ndarray]],
-    *,
-    labels: dict[str, int] | None = None,
-    face: dict | None = None,
-    body: dict | None = None,
-    num_frames: dict[str, int] | None = None,
-    split: str = "train",
-) -> list[RaerClip]:
-    """A RAER layout: `frames[clip_dir]` are written as 1.jpg..N.jpg; labels are 1-based (default 1); `face` and
-    `body` are the JSON contents (default: every clip present without boxes)."""
-    lines = []
-    for clip_dir, clip_frames in frames.items():
-        folder = root / "images" / clip_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, pixels in enumerate(clip_frames, start=1):
-            Image.fromarray(pixels).save(folder / f"{k}.jpg", quality=95, subsampling=0)  # crisp colour edges
-        count = (num_frames or {}).get(clip_dir, len(clip_frames))
-        lines.append(f"{clip_dir} {count} {(labels or {}).get(clip_dir, 1)}\n")
-    (root / "annotation").mkdir(parents=True, exist_ok=True)
-    (root / "annotation" / f"{split}.txt").write_text("".join(lines))
-    (root / "bounding_box").mkdir(parents=True, exist_ok=True)
-    face = {clip_dir: {} for clip_dir in frames} if face is None else face
-    body = {clip_dir: None for clip_dir in frames} if body is None else body
-    (root / "bounding_box" / "face.json").write_text(json.dumps(face))
-    (root / "bounding_box" / "body.json").write_text(json.dumps(body))
-    return load_raer_split(root, split)
-
-
-def to_pixels(stream: torch.Tensor) -> np.ndarray:
-    """[T,3,S,S] CLIP-normalised -> [T,S,S,3] in 0..255."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return ((stream * std + mean) * 255).permute(0, 2, 3, 1).numpy()
+from builders import BLUE, GREEN, GREY, RED, WHITE, flat_frame, to_pixels, write_raer
 
 
 # --- frames and crops ---------------------------------------------------------------------------------------------

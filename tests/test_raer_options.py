@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.datasets import make_synthetic_raer
 from affectlab.lab.config import load_config
-from affectlab.lab.raer import main, run
+from affectlab.lab.raer import main
+from affectlab.lab.raer.train import train as run
 from affectlab.lab.sampling import ClassBalancedSampler
 from affectlab.models import class_balanced_weights
-from conftest import TINY_RUN
+from builders import TINY_RUN
 
 
 def test_class_balanced_sampler_draws_classes_equally_and_shards():
@@ -93,7 +94,8 @@ def test_describe_prints_counts_and_agreement(flawed_raer, capsys):
 
 
 def test_cache_command_writes_crops_that_the_datamodule_then_reads(tmp_path):
-    from affectlab.lab.raer import RaerDataModule, build_net
+    from affectlab.lab.raer.data import RaerDataModule
+    from affectlab.lab.raer.nets import build_net
 
     root = make_synthetic_raer(tmp_path / "raer", num_train=10, num_test=5, num_frames=3)
     args = [f"data.root={root}", "data.num_segments=2", "data.val_fraction=0.2"]

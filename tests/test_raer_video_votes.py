@@ -23,7 +23,7 @@ from affectlab.datasets import (
     write_mjpeg_avi,
 )
 from affectlab.datasets.synthetic_raer import FOUR_OF_FIVE
-from test_raer_dataset import flat_frame, to_pixels, write_raer
+from builders import flat_frame, to_pixels, write_raer
 
 
 def write_video_raer(root, clip_dir, frames, *, annotated=None, label=1):

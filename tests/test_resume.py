@@ -20,9 +20,8 @@ from affectlab.lab.checkpoints import (
     resolve_resume,
 )
 from affectlab.lab.config import ConfigError, load_config
-from affectlab.lab.raer import run
-from crash import child_env, history, kill_when, start, step_reached
-from conftest import ROOT, TINY_RUN
+from affectlab.lab.raer.train import train as run
+from builders import ROOT, TINY_RUN, child_env, history, kill_when, start, step_reached
 
 STEPS_PER_EPOCH = 4  # 30 training clips (40 minus the validation quarter) in batches of 8
 RESUME_RUN = [*TINY_RUN, "trainer.max_epochs=3", "checkpoint_every.steps=1"]

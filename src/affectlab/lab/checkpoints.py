@@ -10,14 +10,16 @@
   checkpoint) is how many batches of the epoch were trained and the random-number generators' states, so a run
   resumed from any checkpoint draws the same batches with the same augmentations as the run left alone (exactly
   with ``num_workers=0``; with worker processes the order of the samples is the same, their random draws are not).
-- `resume_callbacks`: the mid-epoch checkpoint (``step-latest.ckpt``, every N steps or minutes) and the callback that
-  keeps the MLflow run id and the loaders' progress in each checkpoint.
+- `EpochEnd` (``last.ckpt`` after every epoch), `step_checkpoint` (``step-latest.ckpt``, every N steps or minutes) and
+  `ResumeState` (the MLflow run id and the loaders' progress in each checkpoint): the callbacks affectlab.lab.run
+  gives every Trainer.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import time
 from collections import deque
@@ -47,8 +49,38 @@ def record_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".json")
 
 
+class UnsafeCheckpointError(ConfigError):
+    """A checkpoint that holds more than tensors and plain values: unpickling it could run code, so it is refused."""
+
+
+# Globals beyond tensors and plain containers that the project's own checkpoints hold (none so far): anything else in
+# a file given as resume=PATH or found by resume=auto is refused, never unpickled.
+SAFE_GLOBALS: list = []
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """A checkpoint read with torch.load(weights_only=True): tensors, numbers, texts and containers only, so that a
+    crafted file cannot run code; one that needs more is an UnsafeCheckpointError naming what it holds."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        try:
+            held = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a torch zip file at all: say what torch said
+            held = []
+        what = f"it holds {', '.join(held)}" if held else f"it cannot be read safely ({str(error).splitlines()[0]})"
+        raise UnsafeCheckpointError(f"{path}: refused to load: {what}; a checkpoint is read with weights_only=True "
+                                    "(tensors and plain values: nothing that could run code); expected a checkpoint "
+                                    "this project wrote") from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO, written through a scratch file and a rename, with a size/SHA-256 record."""
+    """Lightning's torch checkpoint IO, written through a scratch file and a rename, with a size/SHA-256 record, and
+    read back with `load_checkpoint` (weights_only)."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location=map_location or "cpu")
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -84,7 +116,9 @@ def damage(checkpoint: Path) -> str | None:
     if record is not None:
         return None if matches(checkpoint, record) else "its size or SHA-256 differs from its record"
     try:
-        torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        load_checkpoint(checkpoint, mmap=True)
+    except UnsafeCheckpointError:
+        raise
     except Exception as error:  # any failure to unpickle means the file cannot be resumed from
         return f"it does not load ({type(error).__name__}: {error})"
     return None
@@ -126,7 +160,7 @@ def checkpoint_run_id(checkpoint: str | Path | None) -> str | None:
     record = read_record(checkpoint)
     if record is not None and "mlflow_run_id" in record:
         return record["mlflow_run_id"]
-    return torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("mlflow_run_id")
+    return load_checkpoint(checkpoint, mmap=True).get("mlflow_run_id")
 
 
 # --- random-number generators ----------------------------------------------------------------------------------------
@@ -347,17 +381,20 @@ def step_checkpoint(folder: Path, every: DictConfig | dict | None) -> ModelCheck
     )
 
 
-def resume_callbacks(folder: Path, every: DictConfig | dict | None) -> list[Callback]:
-    """The callbacks every experiment adds to its Trainer: `ResumeState` and the mid-epoch checkpoint."""
-    step = step_checkpoint(folder, every)
-    return [ResumeState()] + ([step] if step is not None else [])
+class EpochEnd(ModelCheckpoint):
+    """``last.ckpt`` at the end of every training epoch, after its validation: what a resume continues from.
+    (Lightning's own ``save_last`` writes it only in an epoch where a best checkpoint was saved, so a crash after the
+    best epoch would resume from the best epoch, not the latest.)"""
 
+    def __init__(self, folder: Path):
+        super().__init__(dirpath=folder, save_top_k=0, save_last=True, enable_version_counter=False)
 
-def epoch_checkpoints(folder: Path, every: DictConfig | dict | None) -> list[Callback]:
-    """`resume_callbacks` plus `last.ckpt` at every epoch's end: what a training that selects nothing on validation
-    needs to survive kill -9."""
-    last = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, enable_version_counter=False)
-    return [last, *resume_callbacks(folder, every)]
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        pass  # the epoch's end above, once validation has run
 
 
 def new_run_folder(checkpoint_root: Path) -> Path:

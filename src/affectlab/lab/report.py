@@ -1,4 +1,5 @@
-"""What a run shows a person: the confusion-matrix figure and the summary table of test metrics."""
+"""What a run shows a person: the confusion-matrix figure, the summary of its metrics and tables of results (the one
+place rich tables are printed)."""
 
 from __future__ import annotations
 
@@ -48,5 +49,17 @@ def print_summary(metrics: Mapping[str, float], title: str, console: Console | N
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, f"{float(value):.4f}")
+    (console or Console()).print(table)
+    return table
+
+
+def print_table(columns: Mapping[str, Sequence], title: str, console: Console | None = None) -> Table:
+    """A table given as columns (name -> values, all of one length); numbers are shown with 4 decimals, the first
+    column left-aligned and the others right-aligned."""
+    table = Table(title=title)
+    for position, name in enumerate(columns):
+        table.add_column(str(name), justify="left" if position == 0 else "right")
+    for row in zip(*columns.values()):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     (console or Console()).print(table)
     return table

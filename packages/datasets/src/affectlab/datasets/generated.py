@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import os
 import shutil
 import tempfile
@@ -12,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from affectlab.datasets.errors import DatasetError
+from affectlab.datasets.integrity import cache_key
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -32,9 +31,8 @@ def generate_once(make: Callable[..., object], name: str, version: int, params: 
     if unknown:
         raise DatasetError(f"{name}: unknown parameter(s) {unknown}; expected some of {sorted(defaults)}")
     full = defaults | params
-    # tuples and lists (a YAML list) must name the same folder
-    key = json.dumps({"version": version, **full}, sort_keys=True, default=list)
-    target = cache_root(cache_dir) / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    # tuples and lists (a YAML list) must name the same folder: both are JSON lists
+    target = cache_root(cache_dir) / f"{name}-{cache_key({'version': version, **full})}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Files that an interrupted run can never leave half-written, and a record that tells a damaged one from a good one.
 
-Every on-disk cache in the project (crop caches, feature caches, activation shards, modality tables, checkpoints)
+Every on-disk cache in the project (crop caches, feature caches, activation shards, modality tables, clip vectors,
+generated data sets, checkpoints) lives in a folder named by `cache_key` of what it depends on (`keyed_folder`),
 writes through `write_atomic` and describes each file by `file_record`; a reader calls `matches` and rebuilds a file
 whose size or SHA-256 differs instead of reading it.
 """
@@ -8,10 +9,13 @@ whose size or SHA-256 differs instead of reading it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+KEY_FILE = "key.json"  # in a keyed cache folder: what its files depend on
 
 
 def sha256_of(path: str | Path) -> str:
@@ -56,3 +60,29 @@ def matches(path: str | Path, record: dict | None) -> bool:
     if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
         return False
     return sha256_of(path) == record.get("sha256")
+
+
+def cache_key(parts: dict) -> str:
+    """The digest that names a cache entry: SHA-256 (16 hex digits) of what the cached data depends on, as sorted
+    JSON (tuples and lists alike; paths and other objects by their text)."""
+    text = json.dumps(parts, sort_keys=True, default=_plain)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value: object) -> object:
+    """A value JSON does not know: a sequence (an omegaconf ListConfig) as a list, anything else (a path) as text."""
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) and not hasattr(value, "keys"):
+        return list(value)
+    if hasattr(value, "keys"):
+        return {str(k): value[k] for k in value.keys()}
+    return str(value)
+
+
+def keyed_folder(root: str | Path, parts: dict, prefix: str = "") -> Path:
+    """``<root>/<prefix><cache_key(parts)>``, created with ``key.json`` spelling out `parts` (written atomically), the
+    folder every on-disk cache of the project keeps its files in: another key, another folder, never a stale read."""
+    folder = Path(root) / f"{prefix}{cache_key(parts)}"
+    if not (folder / KEY_FILE).is_file():
+        text = json.dumps(parts, sort_keys=True, indent=1, default=_plain)
+        write_atomic(folder / KEY_FILE, lambda scratch: scratch.write_text(text, encoding="utf-8"))
+    return folder

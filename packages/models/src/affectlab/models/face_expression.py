@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from affectlab.models.errors import ModelError

@@ -34,11 +34,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from affectlab.datasets import RaerDataset
-from affectlab.datasets.integrity import file_record, matches, write_atomic
+from affectlab.datasets.integrity import cache_key, file_record, keyed_folder, matches, write_atomic
 from affectlab.datasets.raer import normalise_pixels, tsn_indices
-
-KEY_FILE = "key.json"
-
 
 def weights_digest(module: nn.Module) -> str:
     """SHA-256 of a module's state dict: every entry's name, dtype, shape and bytes, in order."""
@@ -50,7 +47,7 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(encoder: nn.Module, dataset: RaerDataset) -> dict:
+def feature_key(encoder: nn.Module, dataset: RaerDataset) -> dict:
     """What the embeddings of `dataset`'s frames depend on; its digest names the cache folder."""
     crops = dataset.cache_key()
     return {"encoder": weights_digest(encoder), "image_size": crops["image_size"], "face_margin": crops["face_margin"],
@@ -61,11 +58,7 @@ def frame_features(dataset: RaerDataset, encoder: nn.Module, folder: str | Path,
                    device: torch.device | str | None = None, chunk: int = 64) -> FrameFeatures:
     """`dataset` as cached embeddings of `streams`, computing (on `device`, `chunk` frames at a time) every clip
     whose files are missing or do not match their records."""
-    key = cache_key(encoder, dataset)
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    root = Path(folder) / name
-    if not (root / KEY_FILE).is_file():
-        write_atomic(root / KEY_FILE, lambda path: path.write_text(json.dumps(key, indent=1), encoding="utf-8"))
+    root = keyed_folder(folder, feature_key(encoder, dataset))
     features = FrameFeatures(dataset, root, streams)
     stale = [(index, [s for s in streams if not features.is_cached(index, s)]) for index in range(len(dataset))]
     stale = [(index, missing) for index, missing in stale if missing]
@@ -164,7 +157,7 @@ class FrameFeatures(Dataset):
             return
         for stream in self.streams:
             ordered = [[clip.clip_dir, self._digests[index, stream]] for index, clip in enumerate(self._clips)]
-            name = hashlib.sha256(json.dumps(ordered).encode()).hexdigest()[:16]
+            name = cache_key({"clips": ordered})
             path = self.root / "packed" / f"{name}-{stream}.npy"
             record_path = path.with_suffix(".json")
             try:

@@ -9,7 +9,7 @@ vectors the feature-based model reads from it.
 A clip that is absent, or a file without a sound track, leaves that modality missing for the utterance (the attention
 fusion masks it), counted and warned about once. A file that cannot be read is an error naming it, or with
 ``on_bad_clip=skip`` a missing modality counted like the others. The vectors are computed once per clip and kept
-under ``cache_dir/<key>/`` (the key: encoder, weights, frame count, sample rate, mel bands), one `.npz` per clip
+under ``cache_dir/<key>/`` (`keyed_folder` of the encoder, its weights, frame count, sample rate, mel bands), one `.npz` per clip
 written atomically with the clip's size and modification time; a clip that changed is computed again.
 
 Layouts found (``folder`` = ``data.meld.clips``): ``<folder>/<split>/dia{D}_utt{U}.mp4`` and MELD.Raw's own
@@ -19,7 +19,6 @@ Layouts found (``folder`` = ``data.meld.clips``): ``<folder>/<split>/dia{D}_utt{
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from rich.progress import track
 
 from affectlab.datasets.errors import DatasetError
-from affectlab.datasets.integrity import write_atomic
+from affectlab.datasets.integrity import keyed_folder, write_atomic
 from affectlab.datasets.video import VIDEO_SUFFIXES, read_audio, read_spread
 from affectlab.models.audio import log_mel_statistics
 from affectlab.models.clip import create_clip
@@ -75,10 +74,8 @@ class ClipEncoder:
         self.clip = create_clip(name, pretrained)
         self.clip.model.eval().requires_grad_(False)
         self.frames, self.sample_rate, self.n_mels = frames, sample_rate, n_mels
-        self.key = hashlib.sha256(json.dumps(
-            {"name": name, "pretrained": str(pretrained), "frames": frames, "sample_rate": sample_rate,
-             "n_mels": n_mels, "image_size": self.clip.image_size, "weights": self._weights_digest()},
-            sort_keys=True).encode()).hexdigest()[:16]
+        self.key = {"name": name, "pretrained": str(pretrained), "frames": frames, "sample_rate": sample_rate,
+                    "n_mels": n_mels, "image_size": self.clip.image_size, "weights": self._weights_digest()}
 
     def _weights_digest(self) -> str:
         """A digest of the image encoder's weights (random weights differ per seed and must not share a cache)."""
@@ -138,7 +135,7 @@ def clip_features(samples: Sequence, folder: Path, encoder: ClipEncoder, cache_d
     counts = ClipCounts()
     features: dict[str, dict[str, np.ndarray | None]] = {}
     segments = sorted({s.segment for s in samples})
-    cache = cache_dir / encoder.key
+    cache = keyed_folder(cache_dir, encoder.key)
     for segment in track(segments, description=f"MELD clips ({len(segments)})", transient=True):
         clip = find_clip(folder, segment)
         if clip is None:

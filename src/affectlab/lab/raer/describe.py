@@ -11,10 +11,10 @@ import math
 import numpy as np
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.table import Table
 
 from affectlab.datasets import RaerClip, fleiss_kappa, load_label_set, load_raer_split, stratified_split
-from affectlab.lab.raer import dataset_root
+from affectlab.lab.raer.data import dataset_root
+from affectlab.lab.report import print_table
 
 
 def split_summary(clips: list[RaerClip], num_classes: int) -> dict:
@@ -38,21 +38,16 @@ def describe(cfg: DictConfig, console: Console | None = None) -> dict[str, dict]
     n = len(label_set.classes)
     summary = {name: split_summary(clips, n) for name, clips in (("train", train), ("val", val), ("test", test))}
 
-    table = Table(title=f"{root} ({label_set.name})")
-    table.add_column("class")
-    for name in summary:
-        table.add_column(name, justify="right")
-    for i, cls in enumerate(label_set.classes):
-        cells = []
-        for part in summary.values():
-            share = part["counts"][i] / part["clips"] if part["clips"] else 0.0
-            cells.append(f"{part['counts'][i]} ({share:.1%})")
-        table.add_row(cls, *cells)
-    table.add_section()
-    table.add_row("clips", *(str(p["clips"]) for p in summary.values()))
-    table.add_row("annotators per clip", *(str(p["annotators"] or "-") for p in summary.values()))
-    table.add_row("Fleiss' kappa", *("-" if math.isnan(p["kappa"]) else f"{p['kappa']:.3f}" for p in summary.values()))
+    columns: dict[str, list] = {"class": [*label_set.classes, "clips", "annotators per clip", "Fleiss' kappa"]}
+    for name, part in summary.items():
+        cells = [f"{part['counts'][i]} ({part['counts'][i] / part['clips'] if part['clips'] else 0.0:.1%})"
+                 for i in range(n)]
+        cells += [str(part["clips"]), str(part["annotators"] or "-"),
+                  "-" if math.isnan(part["kappa"]) else f"{part['kappa']:.3f}"]
+        columns[name] = cells
     if skip:
-        table.add_row("skipped lines", str(len(skipped["train"])), "", str(len(skipped["test"])))
-    (console or Console()).print(table)
+        columns["class"].append("skipped lines")
+        for name, count in (("train", len(skipped["train"])), ("val", ""), ("test", len(skipped["test"]))):
+            columns[name].append(str(count))
+    print_table(columns, title=f"{root} ({label_set.name})", console=console)
     return summary

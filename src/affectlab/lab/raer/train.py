@@ -1,0 +1,84 @@
+"""The RAER experiment's commands that train or read a model: `train` (the default), `evaluate` a checkpoint, write
+the crop `cache`, `prepare` the boxes of your own clips. Each goes through the run spine (affectlab.lab.run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from affectlab.lab.checkpoints import resolve_resume
+from affectlab.lab.config import ConfigError
+from affectlab.lab.raer.data import RaerDataModule, dataset_root
+from affectlab.lab.raer.module import ClipCaerModule
+from affectlab.lab.raer.nets import build_net
+from affectlab.lab.run import Outcome, evaluate as evaluate_checkpoint, finish, train as train_run
+
+
+def build(cfg: DictConfig) -> tuple[ClipCaerModule, RaerDataModule]:
+    """The module and datamodule a config describes (the network from affectlab.lab.raer.nets)."""
+    net, class_names, inputs = build_net(cfg)
+    frozen = net.image_encoder if cfg.model.name == "clip_caer" and cfg.model.freeze_image_encoder else None
+    datamodule = RaerDataModule(cfg.data, image_size=inputs.image_size, mean=inputs.mean, std=inputs.std,
+                                seed=cfg.seed, frozen_encoder=frozen, streams=cfg.model.streams)
+    module = ClipCaerModule(net, class_names, cfg.optim, cfg.model.streams, loss=cfg.model.loss,
+                            label_smoothing=cfg.model.label_smoothing, cb_beta=cfg.model.cb_beta,
+                            contexts=cfg.data.contexts)
+    return module, datamodule
+
+
+def artifacts(outcome: Outcome) -> list[Path]:
+    """The test figures and tables of a run: confusion matrix, per-context table, skipped clips."""
+    module, datamodule = outcome.module, outcome.datamodule
+    paths = [p for p in (getattr(module, "confusion_png", None), getattr(module, "context_table", None)) if p]
+    if datamodule.skipped:
+        for split, messages in datamodule.skipped.items():
+            outcome.logger.experiment.log_metric(outcome.logger.run_id, f"data/skipped/{split}", len(messages))
+        lines = [f"{split}\t{message}" for split, messages in datamodule.skipped.items() for message in messages]
+        if lines:
+            skipped = outcome.artifacts / "skipped_clips.txt"
+            skipped.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            paths.append(skipped)
+    return paths
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, select on validation UAR, test the best checkpoint once; returns the test metrics."""
+    outcome = train_run(cfg, lambda: build(cfg), monitor="val/uar", loader_workers=cfg.data.num_workers)
+    if outcome.is_main:
+        finish(cfg, outcome.logger, f"RAER test ({cfg.model.name}, {cfg.model.backbone})", outcome.metrics,
+               artifacts=artifacts(outcome), checkpoint=outcome.best_checkpoint)
+    return outcome.metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """The validation and test metrics of the checkpoint ``resume`` names (a Lightning .ckpt of this experiment, or
+    ``auto`` for the newest intact one under ``checkpoint_dir``), in a new MLflow run, on any number of processes:
+    the same weights give the same metrics."""
+    checkpoint = resolve_resume(cfg.resume, Path(cfg.checkpoint_dir))
+    if checkpoint is None:
+        raise ConfigError(f"evaluate needs resume=<checkpoint .ckpt> (or resume=auto with a checkpoint under "
+                          f"checkpoint_dir={cfg.checkpoint_dir}); got resume={cfg.resume!r}")
+    outcome = evaluate_checkpoint(cfg, lambda: build(cfg), checkpoint, loader_workers=cfg.data.num_workers)
+    if outcome.is_main:
+        finish(cfg, outcome.logger, f"RAER evaluation of {checkpoint}", outcome.metrics, artifacts=artifacts(outcome))
+    return outcome.metrics
+
+
+def write_cache(cfg: DictConfig) -> Path:
+    """Write the face and context crops of every clip to the crop cache folder (read by training when complete)."""
+    _, datamodule = build(cfg)
+    folder = datamodule.write_cache()
+    print(f"crop cache written to {folder}")
+    return folder
+
+
+def prepare(cfg: DictConfig) -> dict[str, int]:
+    """Detect the faces of the clips under data.root (OpenCV) and write bounding_box/face.json and body.json."""
+    from affectlab.datasets.prepare import prepare_boxes
+
+    if not cfg.data.root:
+        raise ConfigError("prepare needs data.root=<folder with images/> (your clips: frame folders or videos)")
+    found = prepare_boxes(dataset_root(cfg.data))
+    print(f"boxes written for {len(found)} clips; {sum(v == 0 for v in found.values())} without any face found")
+    return found

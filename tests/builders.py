@@ -1,0 +1,258 @@
+"""What the tests build and share: tiny run settings, small RAER folders, video files, corpora, GoEmotions folders,
+MLflow servers, child processes killed and resumed. The one module tests import helpers from (no test module imports
+another); fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from affectlab.datasets import RaerClip, load_raer_split
+from affectlab.datasets.labelsets import load_label_set
+from affectlab.datasets.raer import CLIP_MEAN, CLIP_STD
+from affectlab.lab.checkpoints import read_record
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A run this small trains in seconds: 40 training clips of 8 frames, 4 frames sampled, 1 epoch.
+TINY_RUN = [
+    "data.synthetic.num_train=40",
+    "data.synthetic.num_test=20",
+    "data.synthetic.num_frames=8",
+    "data.num_segments=4",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "data.val_fraction=0.25",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- RAER folders ------------------------------------------------------------------------------------------------------
+
+RED, GREEN, BLUE, WHITE, GREY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (255, 255, 255), (128, 128, 128)
+
+
+def flat_frame(colour, size=(32, 24)) -> np.ndarray:
+    width, height = size
+    return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, 3)).copy()
+
+
+def write_raer(
+    root: Path,
+    frames: dict[str, list[np.ndarray]],
+    *,
+    labels: dict[str, int] | None = None,
+    face: dict | None = None,
+    body: dict | None = None,
+    num_frames: dict[str, int] | None = None,
+    split: str = "train",
+) -> list[RaerClip]:
+    """A RAER layout: `frames[clip_dir]` are written as 1.jpg..N.jpg; labels are 1-based (default 1); `face` and
+    `body` are the JSON contents (default: every clip present without boxes)."""
+    lines = []
+    for clip_dir, clip_frames in frames.items():
+        folder = root / "images" / clip_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, pixels in enumerate(clip_frames, start=1):
+            Image.fromarray(pixels).save(folder / f"{k}.jpg", quality=95, subsampling=0)  # crisp colour edges
+        count = (num_frames or {}).get(clip_dir, len(clip_frames))
+        lines.append(f"{clip_dir} {count} {(labels or {}).get(clip_dir, 1)}\n")
+    (root / "annotation").mkdir(parents=True, exist_ok=True)
+    (root / "annotation" / f"{split}.txt").write_text("".join(lines))
+    (root / "bounding_box").mkdir(parents=True, exist_ok=True)
+    face = {clip_dir: {} for clip_dir in frames} if face is None else face
+    body = {clip_dir: None for clip_dir in frames} if body is None else body
+    (root / "bounding_box" / "face.json").write_text(json.dumps(face))
+    (root / "bounding_box" / "body.json").write_text(json.dumps(body))
+    return load_raer_split(root, split)
+
+
+def to_pixels(stream: torch.Tensor) -> np.ndarray:
+    """[T,3,S,S] CLIP-normalised -> [T,S,S,3] in 0..255."""
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return ((stream * std + mean) * 255).permute(0, 2, 3, 1).numpy()
+
+
+# --- video files -------------------------------------------------------------------------------------------------------
+
+AUDIO_RATE = 16000
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], sound: np.ndarray | None = None, fps: int = 10, *,
+              codec: str = "libx264", options: dict[str, str] | None = None, bit_rate: int | None = None) -> Path:
+    """A video file written by PyAV (the container from the suffix): `frames` RGB, and `sound` as AAC when given.
+    Also tests/test_video_reader.py's writer (other codecs, keyframe intervals, B-frames)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(codec, rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        video.options = options or {}
+        if bit_rate is not None:
+            video.bit_rate = bit_rate
+        audio = container.add_stream("aac", rate=AUDIO_RATE) if sound is not None else None
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        if audio is not None:
+            chunk = av.AudioFrame.from_ndarray(sound.astype(np.float32)[None], format="fltp", layout="mono")
+            chunk.sample_rate = AUDIO_RATE
+            container.mux(audio.encode(chunk))
+            container.mux(audio.encode())
+        container.mux(video.encode())
+    return path
+
+
+# --- text corpora ------------------------------------------------------------------------------------------------------
+
+MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
+GOEMOTIONS = load_label_set("goemotions").classes  # emotions.txt order: label id k is GOEMOTIONS[k]
+GOEMOTIONS_SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_goemotions(path: Path, ratings: list[tuple[str, str, list[str], bool]]) -> Path:
+    fine = [name for names in (
+        ("admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity", "desire"),
+        ("disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear", "gratitude", "grief"),
+        ("joy", "love", "nervousness", "optimism", "pride", "realization", "relief", "remorse", "sadness"),
+        ("surprise", "neutral"),
+    ) for name in names]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "id", "author", "rater_id", "example_very_unclear", *fine])
+        for rater, (item, text, chosen, unclear) in enumerate(ratings):
+            writer.writerow([text, item, "someone", rater, str(unclear), *(int(name in chosen) for name in fine)])
+    return path
+
+
+def write_goemotions_folder(
+    root: Path,
+    *,
+    per_class: int = 2,
+    extra: dict[str, list[tuple[str, list[str]]]] | None = None,
+    top_level: bool = False,
+) -> Path:
+    """A GoEmotions release folder as its repository has it: ``data/train.tsv``, ``dev.tsv``, ``test.tsv`` (no header;
+    text, comma-separated label ids, comment id) and ``data/emotions.txt`` (one emotion per line, id = line - 1).
+
+    Every split gets ``per_class`` single-label comments of each of the 28 classes; ``extra`` adds ``(text, [emotion
+    names])`` comments to a split (``{"train": [("lol and thanks", ["amusement", "gratitude"])]}``). ``top_level``
+    writes the files in ``root`` itself instead of ``root/data``. Returns ``root``."""
+    folder = root if top_level else root / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "emotions.txt").write_text("\n".join(GOEMOTIONS) + "\n", encoding="utf-8")
+    for split, name in GOEMOTIONS_SPLIT_FILES.items():
+        items = [(f"[NAME] wrote a {split} comment about {emotion} ({i})", [emotion])
+                 for emotion in GOEMOTIONS for i in range(per_class)]
+        items += (extra or {}).get(split, [])
+        lines = [f"{text}\t{','.join(str(GOEMOTIONS.index(e)) for e in emotions)}\t{split[0]}{n:05d}"
+                 for n, (text, emotions) in enumerate(items)]
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+# --- MLflow servers ----------------------------------------------------------------------------------------------------
+
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port` with its SQLite store and artifact root in `folder` (the same folder again
+    after a stop brings back the same server); returns once it answers /health."""
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+        "--artifacts-destination", (folder / "server-artifacts").as_uri(),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    log = folder / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
+    # no background job runners: the server would start seven huey worker processes, each importing mlflow
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("ab") as handle:
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 600  # generous: on a loaded machine importing mlflow alone takes a minute
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    pytest.fail(f"mlflow server did not start within 600 s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# --- child processes killed and resumed --------------------------------------------------------------------------------
+
+def child_env() -> dict[str, str]:
+    """One thread per child (the machine is shared), nothing downloaded, and no MLflow URI leaking in from a test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def start(command: list[str], workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=workdir, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def step_reached(folder: Path, pattern: str, step: int):
+    """A condition for `kill_when`: a step checkpoint matching `pattern` under `folder` records `step` or later."""
+
+    def reached() -> bool:
+        records = [read_record(path) for path in folder.glob(pattern)]
+        return any(record and record["global_step"] >= step for record in records)
+
+    return reached
+
+
+def kill_when(process: subprocess.Popen, ready, seconds: float = 600) -> None:
+    """SIGKILL the process as soon as `ready()` is true; fails if it ended first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None and not ready():
+        time.sleep(0.01)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-3000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
+    """Metric values by step (a step logged before the kill and again after the resume keeps its last value)."""
+    return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
