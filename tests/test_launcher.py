@@ -136,19 +136,20 @@ def test_console_script_exits_2_without_a_traceback(marker_script):
 def test_mixed_precision_trains_on_the_cpu(flag, dtype, workdir, monkeypatch):
     import torch
 
-    from affectlab.lab.raer.train import train
     from affectlab.lab.config import load_config
+    from affectlab.lab.raer import train as raer_train
+    from affectlab.lab.raer.train import train
     from builders import TINY_RUN
 
     seen: set[torch.dtype] = set()
-    build_net = raer.build_net
+    build_net = raer_train.build_net
 
     def observed(cfg):  # the real network, with a hook that records what its projection computes in
         net, classes, inputs = build_net(cfg)
         net.projection.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
         return net, classes, inputs
 
-    monkeypatch.setattr(raer, "build_net", observed)
+    monkeypatch.setattr(raer_train, "build_net", observed)
     cfg = load_config("raer", [*TINY_RUN, "data.synthetic.num_train=20", "data.synthetic.num_test=10",
                                f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir}/ckpt"],
                       environ={"LT_PRECISION": flag, "LT_ACCELERATOR": "cpu"})

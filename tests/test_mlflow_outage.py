@@ -13,12 +13,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from affectlab.lab.tracking import (
-    OFFLINE_PREFIX,
-    PENDING_DIR,
-    ResilientMLFlowLogger,
-    import_pending,
-)
+from affectlab.lab.resilient import OFFLINE_PREFIX, PENDING_DIR, import_pending
+from affectlab.lab.tracking import ResilientMLFlowLogger
 from builders import ROOT, TINY_RUN, free_port, start_server, stop_server
 
 EPOCHS = 6
