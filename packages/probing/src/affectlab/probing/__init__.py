@@ -25,8 +25,10 @@ from affectlab.probing.extract import (
     HiddenStateExtractor,
     TruncationWarning,
     find_blocks,
+    is_decoder,
     load_model,
     model_revision,
+    resolve_pooling,
     select_layers,
 )
 from affectlab.probing.malleability import (
@@ -38,6 +40,17 @@ from affectlab.probing.malleability import (
     malleability,
     probe_judge,
 )
+from affectlab.probing.metrics import (
+    METRICS,
+    BootstrapMetrics,
+    MetricsError,
+    bootstrap_metrics,
+    decisions,
+    majority_baseline,
+    point_metrics,
+    print_progress,
+    tfidf_baseline,
+)
 from affectlab.probing.persistence import (
     OffsetProbe,
     accuracy_by_offset,
@@ -46,7 +59,16 @@ from affectlab.probing.persistence import (
     sample_positions,
 )
 from affectlab.probing.plots import pca_2d, plot_accuracy_by_depth, plot_accuracy_by_offset, plot_probe_pca
-from affectlab.probing.probes import PROBE_KINDS, LayerProbes, fit_probes, predict, probe_optimizer, warmup_cosine
+from affectlab.probing.probes import (
+    PROBE_KINDS,
+    LayerProbes,
+    fit_probes,
+    layer_losses,
+    predict,
+    probe_optimizer,
+    warmup_cosine,
+)
+from affectlab.probing.training import ProbeTraining, ProbeTrainingError, train_probes
 from affectlab.probing.zero_shot import (
     Replies,
     ZeroShotResult,
@@ -60,10 +82,14 @@ from affectlab.probing.zero_shot import (
 __all__ = [
     "accuracy_by_offset",
     "agreement",
+    "bootstrap_metrics",
+    "BootstrapMetrics",
     "cached_features",
     "CacheKey",
     "CacheMismatchError",
     "ClassAgreement",
+    "classifier_judge",
+    "decisions",
     "default_cache_root",
     "DEPTH_FRACTIONS",
     "ExtractionError",
@@ -76,11 +102,15 @@ __all__ = [
     "HiddenStateExtractor",
     "IncompleteCacheError",
     "INPUT_FORMATS",
+    "is_decoder",
+    "layer_losses",
     "LayerProbes",
-    "classifier_judge",
     "llm_judge",
     "load_model",
+    "majority_baseline",
     "malleability",
+    "METRICS",
+    "MetricsError",
     "model_revision",
     "OffsetProbe",
     "parse_emotion",
@@ -88,20 +118,27 @@ __all__ = [
     "plot_accuracy_by_depth",
     "plot_accuracy_by_offset",
     "plot_probe_pca",
+    "point_metrics",
     "POOLINGS",
     "predict",
+    "print_progress",
     "probe_judge",
     "PROBE_KINDS",
     "probe_optimizer",
+    "ProbeTraining",
+    "ProbeTrainingError",
     "Replies",
     "reply_states",
+    "resolve_pooling",
     "sample_positions",
     "score_answers",
     "select_layers",
     "SYSTEM_PROMPTS",
     "texts_hash",
+    "tfidf_baseline",
+    "train_probes",
     "TruncationWarning",
     "warmup_cosine",
-    "ZeroShotResult",
     "zero_shot_prompt",
+    "ZeroShotResult",
 ]
