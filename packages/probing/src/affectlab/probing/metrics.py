@@ -66,6 +66,16 @@ class BootstrapMetrics:
             out.append(row)
         return out
 
+    def curve(self, metric: str, depths: Sequence[float]) -> tuple[list[float], list[float], list[float], list[float]]:
+        """``(depths, values, lows, highs)`` of one metric: a line of `plot_accuracy_by_depth` with its band."""
+        if len(depths) != len(self):
+            raise MetricsError(f"{len(depths)} depths for {len(self)} rows of metrics: expected one per layer")
+        return list(depths), self.value[metric].tolist(), self.low[metric].tolist(), self.high[metric].tolist()
+
+    def interval(self, metric: str, row: int = 0) -> tuple[float, float, float]:
+        """``(value, low, high)`` of one metric of one row (a baseline's line in `plot_accuracy_by_depth`)."""
+        return float(self.value[metric][row]), float(self.low[metric][row]), float(self.high[metric][row])
+
     def difference(self, metric: str, a: int, b: int) -> tuple[float, float, float]:
         """Metric of row ``a`` minus row ``b`` with its paired percentile interval: the rows differ (at this
         confidence) when the interval excludes 0."""

@@ -1,4 +1,5 @@
-"""Figures of a layer sweep: accuracy against depth (one line per model) and a PCA of a probe's outputs.
+"""Figures of a layer sweep: a metric against depth (one line per model, with its confidence band), a PCA of a probe's
+outputs, and a text's per-token emotion trajectory.
 
 matplotlib is imported inside each function (headless backend), so importing affectlab.probing never needs it.
 """
@@ -22,21 +23,35 @@ def _pyplot():
 
 
 def plot_accuracy_by_depth(
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    curves: Mapping[str, Sequence[Sequence[float]]],
     path: Path,
     *,
     chance: float | None = None,
+    baselines: Mapping[str, float | Sequence[float]] | None = None,
+    ylabel: str = "balanced test accuracy",
     title: str = "probe accuracy by layer depth",
 ) -> Path:
-    """``curves``: model name → (depth fractions 0..1, accuracies). A dashed line marks chance if given."""
+    """``curves``: model name → (depth fractions 0..1, values), or (depths, values, lows, highs) to draw each
+    layer's confidence interval as a band (`BootstrapMetrics.curve`). ``baselines``: name → value or (value, low,
+    high), drawn as horizontal lines (with their band). A dashed line marks chance if given."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for name, (depths, accuracies) in curves.items():
-        ax.plot(np.asarray(depths) * 100, accuracies, marker="o", label=name)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = plt.get_cmap("tab10")
+    for index, (name, curve) in enumerate(curves.items()):
+        depths, values = np.asarray(curve[0]) * 100, curve[1]
+        line = ax.plot(depths, values, marker="o", label=name, color=colours(index % 10))[0]
+        if len(curve) == 4:
+            ax.fill_between(depths, curve[2], curve[3], color=line.get_color(), alpha=0.2, linewidth=0)
+    for index, (name, baseline) in enumerate((baselines or {}).items()):
+        value, *band = np.atleast_1d(np.asarray(baseline, dtype=float))
+        colour = colours((len(curves) + index) % 10)
+        ax.axhline(value, color=colour, linestyle=":", linewidth=1.5, label=f"{name} ({value:.3f})")
+        if len(band) == 2:
+            ax.axhspan(band[0], band[1], color=colour, alpha=0.1, linewidth=0)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.3f})")
     ax.set_xlabel("layer depth (%)")
-    ax.set_ylabel("balanced test accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0.0, 1.0)
     ax.set_title(title)
     ax.grid(alpha=0.3)
