@@ -132,3 +132,34 @@ def plot_accuracy_by_offset(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_token_trajectory(trajectory, path: Path, *, title: str = "") -> Path:
+    """A text's emotion scores token by token (`directions.TokenTrajectory`): one line per emotion, the tokens along
+    the x axis (every one up to 60 tokens, then evenly thinned), the legend outside the plot."""
+    plt = _pyplot()
+    count = len(trajectory.tokens)
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.0, 0.25 * count + 3.0)), 4.2))
+    colours = plt.get_cmap("tab10")
+    values = np.asarray(trajectory.values, dtype=float)
+    for index, name in enumerate(trajectory.classes):
+        ax.plot(range(count), values[:, index], marker=".", color=colours(index % 10), label=name)
+    step = max(1, -(-count // 60))
+    ax.set_xticks(range(0, count, step))
+    ax.set_xticklabels([repr(t)[1:-1] for t in trajectory.tokens[::step]], rotation=90, fontsize=7)
+    ax.set_xlabel("token")
+    kind = "projection on the emotion direction" if trajectory.kind == "projection" else "probe probability"
+    ax.set_ylabel(kind)
+    if trajectory.kind == "probability":
+        ax.set_ylim(0.0, 1.0)
+    else:
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_title(title or f"emotions over the tokens, layer {trajectory.layer}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
