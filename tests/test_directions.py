@@ -71,8 +71,8 @@ def test_the_projection_classifier_reads_the_layer_that_holds_the_emotions():
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 5, (800,), generator=generator)
     centres = torch.randn(5, 32, generator=generator)
-    noise = lambda: torch.randn(800, 32, generator=generator)  # noqa: E731
-    features = torch.stack([noise(), 1.5 * centres[labels] + noise()])  # layer 0 nothing, layer 1 the classes
+    noise = torch.randn(2, 800, 32, generator=generator)
+    features = torch.stack([noise[0], 1.5 * centres[labels] + noise[1]])  # layer 0 nothing, layer 1 the classes
     classifier = fit_projection(features[:, :600], labels[:600], 5)
     with torch.no_grad():
         report = bootstrap_metrics(decisions(classifier(features[:, 600:])), labels[600:], 5, resamples=200)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,15 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from affectlab.probing import LayerProbes, ProbeTrainingError, bootstrap_metrics, decisions, train_probes
+from affectlab.probing import (
+    LayerProbes,
+    ProbeTrainingError,
+    bootstrap_metrics,
+    decisions,
+    print_progress,
+    tfidf_baseline,
+    train_probes,
+)
 from affectlab.probing.training import validation_scores
 
 
@@ -104,6 +113,22 @@ def test_probes_of_multi_hot_targets_train_with_a_sigmoid_per_label():
         assert f1[0] < 0.45 and f1[1] > 0.9, (kind, f1)
 
 
+def test_training_progress_reaches_a_log_file_while_it_runs(tmp_path: Path, monkeypatch):
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:
+        monkeypatch.setattr(sys, "stdout", handle)  # as under nohup or a batch scheduler
+        features, labels = layered_data(200)
+        train_probes(LayerProbes(2, 16, 5, kind="mlp", width=16), features, labels, features, labels,
+                     max_epochs=4, patience=100, progress=print_progress)
+        lines = log.read_text().splitlines()  # read before the file is closed: every line was flushed
+        train_probes(LayerProbes(2, 16, 5, kind="linear"), features, labels, features, labels,
+                     weight_decay=[1.0, 0.1], progress=print_progress)
+        lines_linear = log.read_text().splitlines()[len(lines):]
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert lines[0].startswith("MLP probes: best val loss")
+    assert lines_linear[0].startswith("linear probes, λ=1: ") and lines_linear[1].endswith("2/2")
+
+
 def test_labels_that_do_not_fit_the_probes_are_refused_by_name():
     probes = LayerProbes(2, 8, 3, kind="linear")
     features = torch.randn(2, 10, 8)
@@ -175,17 +200,23 @@ def sklearn_logistic_regression_accuracy(splits) -> list[float]:
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_probes_on_real_meld_features_match_logistic_regression_and_beat_the_majority(shared_data: Path, kind):
     splits = meld_splits(shared_data)
-    (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, _) = splits["train"], splits["val"], splits["test"]
+    (train_x, train_y, train_texts), (val_x, val_y, _), (test_x, test_y, test_texts) = (
+        splits["train"], splits["val"], splits["test"])
     reference = sklearn_logistic_regression_accuracy(splits)
     majority = float((test_y == torch.bincount(train_y).argmax()).float().mean())
     torch.manual_seed(0)
     probes = LayerProbes(train_x.shape[0], train_x.shape[2], 7, kind=kind)
     training = train_probes(probes, train_x, train_y, val_x, val_y)
-    accuracy = bootstrap_metrics(decisions(probes(test_x).detach()), test_y, 7, resamples=200).value["accuracy"]
+    report = bootstrap_metrics(decisions(probes(test_x).detach()), test_y, 7, resamples=1000)
+    accuracy = report.value["accuracy"]
+    tfidf = tfidf_baseline(train_texts, train_y, test_texts, test_y, 7, resamples=1000).interval("accuracy")
     print(f"\n{kind} probes on MiniLM/MELD ({training.solver}, {training.epochs_run} epochs, best epochs "
-          f"{training.best_epoch}, λ {training.weight_decay}); majority {majority:.3f}")
-    for layer, (ours, theirs) in enumerate(zip(accuracy.tolist(), reference)):
-        print(f"layer {layer}: probe {ours:.3f}  sklearn LogisticRegression {theirs:.3f}")
+          f"{training.best_epoch}, λ {training.weight_decay}); majority {majority:.3f}; TF-IDF + logistic "
+          f"regression {tfidf[0]:.3f} [{tfidf[1]:.3f}, {tfidf[2]:.3f}]")
+    for layer, (row, theirs) in enumerate(zip(report.rows(), reference)):
+        print(f"layer {layer}: probe {row['accuracy']:.3f} [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
+              f" (macro-F1 {row['f1_macro']:.3f}, weighted F1 {row['f1_weighted']:.3f})"
+              f"  sklearn LogisticRegression {theirs:.3f}")
     assert training.converged
     for layer, (ours, theirs) in enumerate(zip(accuracy.tolist(), reference)):
         assert ours >= theirs - 0.01, (layer, ours, theirs)

@@ -94,9 +94,8 @@ def test_steering_the_embeddings_is_shifting_the_input_embeddings(decoder, token
 def test_the_hook_is_removed_even_when_the_forward_pass_fails(decoder, tokenizer):
     ids = tokenizer(TEXTS[2], return_tensors="pt")["input_ids"]
     before, hooks_before = hidden_states(decoder, ids)[-1], hooks(decoder)
-    with pytest.raises(RuntimeError, match="out of memory, say"):
-        with steering(decoder, 4, torch.ones(64), alpha=10.0):
-            raise RuntimeError("out of memory, say")
+    with pytest.raises(RuntimeError, match="out of memory, say"), steering(decoder, 4, torch.ones(64), alpha=10.0):
+        raise RuntimeError("out of memory, say")
     assert hooks(decoder) == hooks_before
     torch.testing.assert_close(hidden_states(decoder, ids)[-1], before)
 
@@ -146,9 +145,8 @@ def test_steering_along_an_emotions_unembedding_raises_its_share_with_alpha(deco
 
 
 def test_a_direction_that_does_not_fit_the_model_is_refused(decoder):
-    with pytest.raises(SteeringError, match=r"direction of shape \(32,\): expected \[64\]"):
-        with steering(decoder, 1, torch.zeros(32)):
-            pass
-    with pytest.raises(SteeringError, match="layer=5: the model has layers 0..4"):
-        with steering(decoder, 5, torch.zeros(64)):
-            pass
+    with pytest.raises(SteeringError, match=r"direction of shape \(32,\): expected \[64\]"), \
+            steering(decoder, 1, torch.zeros(32)):
+        pass
+    with pytest.raises(SteeringError, match="layer=5: the model has layers 0..4"), steering(decoder, 5, torch.zeros(64)):
+        pass

@@ -1,11 +1,22 @@
 """affectlab.probing: layer-wise emotion probing of language models' hidden states (plain PyTorch, no Lightning).
 
-Extraction of pooled hidden states at chosen layers, computing nothing above the deepest (`HiddenStateExtractor`,
-`select_layers`, `load_model`); an on-disk, sharded, resumable cache of them (`cached_features`, `FeatureCache`); one
-probe per layer trained in one pass (`LayerProbes`, `probe_optimizer`, `fit_probes`); figures (`plot_accuracy_by_depth`,
-`plot_probe_pca`, `plot_accuracy_by_offset`); the zero-shot prompting baseline (`parse_emotion`, `generate_answers`,
-`score_answers`); malleability under system prompts (`malleability`, `agreement`, `probe_judge`, `classifier_judge`, `llm_judge`); and
-persistence along a reply (`OffsetProbe`, `reply_states`, `fit_offset_probe`, `accuracy_by_offset`).
+- extraction of pooled hidden states at chosen layers, computing nothing above the deepest (`HiddenStateExtractor`,
+  `select_layers`, `load_model`; `resolve_pooling`: mean over the tokens of encoders, the last token of decoders);
+  an on-disk, sharded, resumable cache of them (`cached_features`, `FeatureCache`);
+- one probe per layer, all held and trained together (`LayerProbes`): to convergence with each layer's best
+  weights on the validation split (`train_probes`: L-BFGS for the linear probe, AdamW with early stopping for the
+  MLP), or the paper's one-epoch recipe (`fit_probes`, `probe_optimizer`);
+- per-layer accuracy, macro-F1 and weighted F1 with bootstrap intervals (`bootstrap_metrics`, `decisions`) and the
+  baselines beside them (`majority_baseline`, `tfidf_baseline`);
+- emotion directions (`emotion_directions`), a classifier projecting on them (`fit_projection`), per-token
+  trajectories (`token_trajectory`, `plot_token_trajectory`), and steering a causal LM along a direction read
+  through its zero-shot answer (`steering`, `emotion_answers`, `steering_sweep`);
+- figures (`plot_accuracy_by_depth` with confidence bands, `plot_probe_pca`, `plot_accuracy_by_offset`); the
+  zero-shot prompting baseline (`parse_emotion`, `generate_answers`, `score_answers`); malleability under system
+  prompts (`malleability`, `agreement`, `probe_judge`, `classifier_judge`, `llm_judge`); and persistence along a
+  reply (`OffsetProbe`, `reply_states`, `fit_offset_probe`, `accuracy_by_offset`).
+
+Long loops report progress through a ``progress(done, total, what)`` callback (`print_progress` prints and flushes).
 """
 
 from affectlab.probing.cache import (

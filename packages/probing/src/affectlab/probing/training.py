@@ -154,7 +154,7 @@ def _train_linear(probes, train_x, train_y, val_x, val_y, decays, max_evaluation
             tolerance_grad=1e-5, tolerance_change=1e-9, line_search_fn="strong_wolfe",
         )
 
-        def objective() -> torch.Tensor:
+        def objective(optimizer=optimizer, decay=decay) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             loss = layer_losses(probes.head(train_x), train_y).sum() + 0.5 * decay * probes.w1.pow(2).sum()
             loss.backward()
