@@ -129,6 +129,22 @@ def test_tfidf_baseline_reads_the_words_of_the_texts():
         tfidf_baseline(train_texts, train_labels[:-1], test_texts, test_labels)
 
 
+def test_tfidf_baseline_takes_multi_hot_labels():
+    rng = np.random.default_rng(0)
+    words = [["furious", "angry"], ["delighted", "happy"], ["scared", "afraid"]]
+
+    def texts(n: int):
+        labels = (rng.random((n, 3)) < 0.35).astype(int)  # any number of emotions per text
+        chosen = [[rng.choice(words[c]) for c in range(3) if row[c]] for row in labels]
+        return [" ".join(["so", "today", *emotions, "then"]) for emotions in chosen], labels
+
+    train_texts, train_labels = texts(200)
+    test_texts, test_labels = texts(100)
+    report = tfidf_baseline(train_texts, train_labels, test_texts, test_labels, resamples=50)
+    majority = majority_baseline(train_labels, test_labels, resamples=50)
+    assert report.value["f1_macro"][0] > 0.95 and majority.value["f1_macro"][0] == 0.0  # no label in most texts
+
+
 def test_predictions_that_do_not_fit_the_labels_are_refused_by_shape():
     labels = torch.tensor([0, 1, 2])
     with pytest.raises(MetricsError, match=r"predictions of shape \(2, 4\) for 3 labels"):

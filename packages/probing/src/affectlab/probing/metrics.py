@@ -5,10 +5,11 @@ Tibshirani 1993: resample the test examples with replacement, recompute the metr
 are scored on the same resamples, so the difference between two layers has its own interval
 (`BootstrapMetrics.difference`): that, not the overlap of two intervals, says whether two layers differ.
 
-Resampling is done with count weights (how often each example is drawn in each resample), so every metric of every
-resample is a matrix product; F1 follows scikit-learn: averaged over the classes present in the labels or in the
+Resampling is done with count weights (how often each example is drawn in each resample), so every count of every
+resample is a sum of weights. F1 follows scikit-learn: averaged over the classes present in the labels or in the
 predictions of the (resampled) set, weighted F1 by each class's support. Multi-label targets (multi-hot ``[N, C]``)
-are scored per label at the given decisions (`decisions`: probability 0.5), accuracy being the exact-match ratio.
+are scored per label at the given decisions (`decisions`: probability 0.5), accuracy being the exact-match ratio;
+a label neither true nor predicted anywhere is left out of the macro average here, where scikit-learn counts it as 0.
 
 These functions score a complete set of predictions; under several processes, gather the predictions first.
 """
@@ -111,8 +112,8 @@ def _f1_from_counts(tp: torch.Tensor, predicted: torch.Tensor, support: torch.Te
 def _single_label_metrics(weights: torch.Tensor, predicted: torch.Tensor, labels: torch.Tensor, num_classes: int):
     """Metrics under example weights ``[R, N]`` (counts; all ones for the point estimate) of class predictions."""
     c = num_classes
-    pair = torch.nn.functional.one_hot(labels * c + predicted, c * c).to(weights.dtype)  # [N, C*C]
-    confusion = (weights @ pair).view(-1, c, c)  # [R, true, predicted]
+    cell = labels * c + predicted  # each example's cell of the confusion matrix
+    confusion = weights.new_zeros(weights.shape[0], c * c).index_add_(1, cell, weights).view(-1, c, c)
     tp = confusion.diagonal(dim1=1, dim2=2)
     total = weights.sum(1)
     metrics = {"accuracy": tp.sum(1) / total}
