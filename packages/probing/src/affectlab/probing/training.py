@@ -97,6 +97,8 @@ def train_probes(
     cross-entropy). Linear probe: L-BFGS for at most ``max_epochs`` evaluations per λ in ``weight_decay`` (None: the
     grid `WEIGHT_DECAYS` plus scikit-learn's default 1/N); ``lr``, ``batch_size`` and ``patience`` are unused. MLP:
     AdamW (``lr``, decoupled ``weight_decay``, None: 0.01) on batches of ``batch_size`` shuffled with ``seed``.
+    The features are standardised once, into a copy (memory: the training and validation features once more).
+    ``progress(done, total, what)`` is called after every λ (linear) or epoch (MLP).
     """
     if monitor not in MONITORS:
         raise ProbeTrainingError(f"monitor={monitor!r}: expected one of {MONITORS}")
