@@ -29,6 +29,7 @@ from affectlab.probing import (
     parse_emotion,
     predict,
     probe_optimizer,
+    resolve_pooling,
     score_answers,
     select_layers,
 )
@@ -110,6 +111,16 @@ def test_mean_pooling_of_an_encoder_ignores_padding(minilm, tokenizer):
         torch.testing.assert_close(features[:, row], expected, atol=1e-4, rtol=1e-4)
 
 
+def test_auto_pooling_means_the_tokens_of_encoders_and_takes_the_last_token_of_decoders(minilm, tokenizer, decoder):
+    assert resolve_pooling(minilm, "auto") == "mean" and resolve_pooling(decoder, "auto") == "last"
+    assert resolve_pooling(decoder.model, "auto") == "last"  # the bare decoder, without its LM head, too
+    assert resolve_pooling(minilm, "last") == "last" and resolve_pooling(decoder, "mean") == "mean"  # as asked
+    assert HiddenStateExtractor(minilm, tokenizer, [6]).pooling == "mean"  # auto is the default
+    assert HiddenStateExtractor(decoder, tokenizer, [2]).pooling == "last"
+    with pytest.raises(ExtractionError, match="pooling='cls': expected 'auto' or one of"):
+        resolve_pooling(minilm, "cls")
+
+
 def test_no_block_above_the_deepest_requested_layer_runs(tokenizer):
     model = tiny_decoder("qwen3", tokenizer.vocab_size, layers=8)
     calls = [0] * 8
@@ -165,7 +176,7 @@ def test_second_run_extracts_nothing_and_reads_the_same_features(tmp_path: Path,
     again, _, extracted = cached_features(extractor, TEXTS, model="minilm", root=tmp_path, shard_size=2)
     assert extracted == 0 and torch.equal(first, again)
     manifest = json.loads((cache.folder / "manifest.json").read_text())
-    assert manifest["key"]["layers"] == [0, 6] and manifest["key"]["pooling"] == "last"
+    assert manifest["key"]["layers"] == [0, 6] and manifest["key"]["pooling"] == "mean"  # auto, for an encoder
     assert manifest["key"]["input_format"] == "raw" and manifest["key"]["num_texts"] == 5
     record = manifest["shards"][1]
     assert record["bytes"] == (cache.folder / "shards" / "00001.safetensors").stat().st_size
@@ -185,7 +196,7 @@ def test_interrupted_extraction_resumes_and_never_reads_a_damaged_shard(tmp_path
         calls.append(len(texts))
         return extractor(texts)
 
-    failing.layers, failing.pooling, failing.input_format = extractor.layers, "last", "raw"
+    failing.layers, failing.pooling, failing.input_format = extractor.layers, extractor.pooling, "raw"
     failing.max_length, failing.model = extractor.max_length, extractor.model
     with pytest.raises(Interrupted):
         cached_features(failing, TEXTS, model="minilm", root=tmp_path, shard_size=2)
@@ -210,7 +221,7 @@ def test_ranks_extract_disjoint_shards(tmp_path: Path, minilm, tokenizer):
 
 def test_a_cache_folder_of_other_features_is_refused(tmp_path: Path, minilm, tokenizer):
     folder = tmp_path / "features"
-    cached_features(HiddenStateExtractor(minilm, tokenizer, [6]), TEXTS, model="minilm", folder=folder)
+    cached_features(HiddenStateExtractor(minilm, tokenizer, [6], pooling="last"), TEXTS, model="minilm", folder=folder)
     mean = HiddenStateExtractor(minilm, tokenizer, [6], pooling="mean")
     with pytest.raises(CacheMismatchError, match="key.pooling is 'last', expected 'mean'"):
         cached_features(mean, TEXTS, model="minilm", folder=folder)

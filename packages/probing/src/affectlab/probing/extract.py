@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean")  # what a cache records; "auto" resolves to one of them (`resolve_pooling`)
 INPUT_FORMATS = ("raw", "instruction", "chat")
 DEPTH_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -57,6 +57,35 @@ def select_layers(num_layers: int, layers: str | Sequence[float | int] = "all") 
     if not chosen:
         raise ExtractionError("layers=[]: expected at least one layer")
     return sorted(set(chosen))
+
+
+def is_decoder(model: nn.Module) -> bool:
+    """Whether ``model`` attends causally (a decoder: GPT, LLaMA, Qwen3...) rather than both ways (BERT, MiniLM...).
+
+    By its transformers model type: a type with a causal LM class and no masked LM class is a decoder; types with
+    both (BERT, RoBERTa) are encoders unless their config says ``is_decoder``.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = model.config
+    if getattr(config, "is_decoder", False):
+        return True
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def resolve_pooling(model: nn.Module, pooling: str = "auto") -> str:
+    """The pooling used for ``model``: ``last`` or ``mean`` as asked, or for ``auto`` ``mean`` over the tokens of an
+    encoder (its last token is [SEP], which holds little of the text at the lower layers) and the ``last`` non-pad
+    token of a decoder (the only one that has seen the whole text)."""
+    if pooling == "auto":
+        return "last" if is_decoder(model) else "mean"
+    if pooling not in POOLINGS:
+        raise ExtractionError(f"pooling={pooling!r}: expected 'auto' or one of {POOLINGS}")
+    return pooling
 
 
 def load_model(
@@ -113,8 +142,10 @@ class HiddenStateExtractor:
 
     ``input_format``: ``raw`` (the text as is, for a pre-trained model), ``instruction`` (the text as is, given to an
     instruction-tuned model: its tokenizer must have a chat template), ``chat`` (the text as the user turn of the chat
-    template, ending with the assistant's header). ``pooling``: ``last`` (the last non-padding token, the paper's) or
-    ``mean`` (over non-padding tokens). Batches hold texts of similar length and at most ``batch_tokens`` tokens.
+    template, ending with the assistant's header). ``pooling``: ``last`` (the last non-padding token, the paper's),
+    ``mean`` (over non-padding tokens) or ``auto`` (mean for encoders, last for decoders: `resolve_pooling`); the
+    attribute ``pooling`` holds the resolved one (log it). Batches hold texts of similar length and at most
+    ``batch_tokens`` tokens.
     """
 
     def __init__(
@@ -123,14 +154,12 @@ class HiddenStateExtractor:
         tokenizer,
         layers: str | Sequence[float | int] = "all",
         *,
-        pooling: str = "last",
+        pooling: str = "auto",
         input_format: str = "raw",
         max_length: int | None = None,
         batch_size: int = 64,
         batch_tokens: int = 4096,
     ):
-        if pooling not in POOLINGS:
-            raise ExtractionError(f"pooling={pooling!r}: expected one of {POOLINGS}")
         if input_format not in INPUT_FORMATS:
             raise ExtractionError(f"input_format={input_format!r}: expected one of {INPUT_FORMATS}")
         if input_format in ("instruction", "chat") and not getattr(tokenizer, "chat_template", None):
@@ -142,7 +171,7 @@ class HiddenStateExtractor:
         self.tokenizer = tokenizer
         self.num_layers = self.model.config.num_hidden_layers
         self.layers = select_layers(self.num_layers, layers)
-        self.pooling, self.input_format = pooling, input_format
+        self.pooling, self.input_format = resolve_pooling(self.model, pooling), input_format
         self.max_length = max_length or self._model_limit()
         self.batch_size, self.batch_tokens = batch_size, batch_tokens
         self.blocks = find_blocks(self.model)

@@ -1,4 +1,5 @@
-"""Figures of a layer sweep: accuracy against depth (one line per model) and a PCA of a probe's outputs.
+"""Figures of a layer sweep: a metric against depth (one line per model, with its confidence band), a PCA of a probe's
+outputs, and a text's per-token emotion trajectory.
 
 matplotlib is imported inside each function (headless backend), so importing affectlab.probing never needs it.
 """
@@ -22,21 +23,35 @@ def _pyplot():
 
 
 def plot_accuracy_by_depth(
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    curves: Mapping[str, Sequence[Sequence[float]]],
     path: Path,
     *,
     chance: float | None = None,
+    baselines: Mapping[str, float | Sequence[float]] | None = None,
+    ylabel: str = "balanced test accuracy",
     title: str = "probe accuracy by layer depth",
 ) -> Path:
-    """``curves``: model name → (depth fractions 0..1, accuracies). A dashed line marks chance if given."""
+    """``curves``: model name → (depth fractions 0..1, values), or (depths, values, lows, highs) to draw each
+    layer's confidence interval as a band (`BootstrapMetrics.curve`). ``baselines``: name → value or (value, low,
+    high), drawn as horizontal lines (with their band). A dashed line marks chance if given."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for name, (depths, accuracies) in curves.items():
-        ax.plot(np.asarray(depths) * 100, accuracies, marker="o", label=name)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = plt.get_cmap("tab10")
+    for index, (name, curve) in enumerate(curves.items()):
+        depths, values = np.asarray(curve[0]) * 100, curve[1]
+        line = ax.plot(depths, values, marker="o", label=name, color=colours(index % 10))[0]
+        if len(curve) == 4:
+            ax.fill_between(depths, curve[2], curve[3], color=line.get_color(), alpha=0.2, linewidth=0)
+    for index, (name, baseline) in enumerate((baselines or {}).items()):
+        value, *band = np.atleast_1d(np.asarray(baseline, dtype=float))
+        colour = colours((len(curves) + index) % 10)
+        ax.axhline(value, color=colour, linestyle=":", linewidth=1.5, label=f"{name} ({value:.3f})")
+        if len(band) == 2:
+            ax.axhspan(band[0], band[1], color=colour, alpha=0.1, linewidth=0)
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.3f})")
     ax.set_xlabel("layer depth (%)")
-    ax.set_ylabel("balanced test accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0.0, 1.0)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -111,6 +126,37 @@ def plot_accuracy_by_offset(
     ax.set_ylim(0.0, 1.0)
     ax.set_title(title or "persistence of the user's emotion in the reply")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_token_trajectory(trajectory, path: Path, *, title: str = "") -> Path:
+    """A text's emotion scores token by token (`directions.TokenTrajectory`): one line per emotion, the tokens along
+    the x axis (every one up to 60 tokens, then evenly thinned), the legend outside the plot."""
+    plt = _pyplot()
+    count = len(trajectory.tokens)
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.0, 0.25 * count + 3.0)), 4.2))
+    colours = plt.get_cmap("tab10")
+    values = np.asarray(trajectory.values, dtype=float)
+    for index, name in enumerate(trajectory.classes):
+        ax.plot(range(count), values[:, index], marker=".", color=colours(index % 10), label=name)
+    step = max(1, -(-count // 60))
+    ax.set_xticks(range(0, count, step))
+    ax.set_xticklabels([repr(t)[1:-1] for t in trajectory.tokens[::step]], rotation=90, fontsize=7)
+    ax.set_xlabel("token")
+    kind = "projection on the emotion direction" if trajectory.kind == "projection" else "probe probability"
+    ax.set_ylabel(kind)
+    if trajectory.kind == "probability":
+        ax.set_ylim(0.0, 1.0)
+    else:
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_title(title or f"emotions over the tokens, layer {trajectory.layer}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

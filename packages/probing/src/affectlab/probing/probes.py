@@ -1,5 +1,8 @@
 """Probes for every layer at once: L independent classifiers held as batched weights, trained in one pass.
 
+`affectlab.probing.training.train_probes` trains them to convergence (L-BFGS for the linear probe, AdamW with early
+stopping for the MLP); `fit_probes` below is the paper's recipe, kept to reproduce it.
+
 The paper's probe ("Decoding Emotion in the Deep") is a two-layer MLP with ReLU trained with Adam at 1e-4, a linear
 warm-up over the first 10% of steps then cosine decay, for one epoch; the linear probe is the baseline. A batch of
 features ``[L, B, hidden]`` gives logits ``[L, B, classes]``; the loss is the sum of the L cross-entropies, whose
@@ -53,17 +56,31 @@ class LayerProbes(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[L, B, hidden]`` → logits ``[L, B, classes]``."""
-        x = (features - self.mean) / self.std
-        x = torch.baddbmm(self.b1.unsqueeze(1), x, self.w1)
+        return self.head(self.standardise(features))
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+    def head(self, standardised: torch.Tensor) -> torch.Tensor:
+        """Logits of features already standardised (a trainer standardises a full batch once, not per step)."""
+        x = torch.baddbmm(self.b1.unsqueeze(1), standardised, self.w1)
         if self.kind == "mlp":
             x = torch.baddbmm(self.b2.unsqueeze(1), F.relu(x), self.w2)
         return x
 
     def loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Sum over layers of each layer's mean cross-entropy (layers stay independent)."""
-        logits = self(features)
-        per_layer = F.cross_entropy(logits.flatten(0, 1), labels.repeat(logits.shape[0]), reduction="none")
-        return per_layer.view(logits.shape[0], -1).mean(dim=1).sum()
+        """Sum over layers of each layer's mean loss (layers stay independent)."""
+        return layer_losses(self(features), labels).sum()
+
+
+def layer_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[L]``: each layer's mean loss of ``logits [L, B, C]``: cross-entropy against class indices ``[B]``, or for
+    multi-hot targets ``[B, C]`` (several emotions per text, as GoEmotions) binary cross-entropy per label (sigmoid)."""
+    if labels.dim() == 2:
+        targets = labels.to(logits.dtype).expand_as(logits)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=(1, 2))
+    per_example = F.cross_entropy(logits.flatten(0, 1), labels.repeat(logits.shape[0]), reduction="none")
+    return per_example.view(logits.shape[0], -1).mean(dim=1)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1):
