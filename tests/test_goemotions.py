@@ -15,7 +15,7 @@ from affectlab.datasets.emotion_corpus import EMOTIONS, CorpusWarning
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.text_splits import load_text_splits
-from builders import GOEMOTIONS, GOEMOTIONS_SPLIT_FILES as SPLIT_FILES, write_goemotions, write_goemotions_folder
+from builders import GOEMOTIONS, write_goemotions, write_goemotions_folder
 
 
 

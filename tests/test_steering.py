@@ -13,7 +13,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from test_probing import CHAT_TEMPLATE, tiny_decoder
+from builders import CHAT_TEMPLATE, tiny_decoder
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
