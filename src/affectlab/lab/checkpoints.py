@@ -381,6 +381,37 @@ def step_checkpoint(folder: Path, every: DictConfig | dict | None) -> ModelCheck
     )
 
 
+class ModelRecord(Callback):
+    """What a checkpoint is a model of, kept in it as ``checkpoint["affectlab"]``: the experiment, the classes, the
+    resolved config and the architecture; a checkpoint resumed or evaluated under a config of another architecture is
+    an error naming what differs (weights that fit another shape, or another activation, would otherwise load or run
+    silently wrong)."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["affectlab"] = self.record
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        check_architecture(checkpoint.get("affectlab"), self.record.get("architecture", {}), "the checkpoint")
+
+
+def check_architecture(saved: dict | None, current: dict, what: str) -> None:
+    """An ArchitectureError listing every key whose value differs between `saved` (a record) and `current`."""
+    if saved is None:
+        return  # a checkpoint from before records were kept: nothing to compare
+    differs = [f"{key}: {saved['architecture'].get(key)!r} there, {value!r} here"
+               for key, value in current.items() if saved.get("architecture", {}).get(key, value) != value]
+    if differs:
+        raise ArchitectureError(f"{what} is a model of another architecture than this config builds: "
+                                + "; ".join(differs))
+
+
+class ArchitectureError(ConfigError):
+    """Weights of one architecture loaded into another."""
+
+
 class EpochEnd(ModelCheckpoint):
     """``last.ckpt`` at the end of every training epoch, after its validation: what a resume continues from.
     (Lightning's own ``save_last`` writes it only in an epoch where a best checkpoint was saved, so a crash after the

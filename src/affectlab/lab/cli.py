@@ -46,6 +46,8 @@ class Experiment:
     summary: str
     commands: dict[str, tuple[str, str]]
     default_command: str = "train"
+    shorthand: tuple[str, ...] = ("predict",)  # commands whose own section's keys may be given without it
+                                               # (`predict model=REF input=PATH` for predict.model, predict.input)
 
 
 def expected(error: BaseException) -> bool:
@@ -88,6 +90,18 @@ def help_text(experiment: Experiment, prog: str) -> str:
     return "\n".join(lines)
 
 
+def with_section(experiment: str, section: str, argv: Sequence[str]) -> list[str]:
+    """``key=value`` of a key of the command's own section, given without it, as ``section.key=value``."""
+    from affectlab.lab.config import schema_of, specs
+
+    own = {spec.path.split(".", 1)[1] for spec in specs(schema_of(experiment)) if spec.path.startswith(f"{section}.")}
+    out = []
+    for item in argv:
+        key = item.split("=", 1)[0]
+        out.append(f"{section}.{item}" if "=" in item and key in own else item)
+    return out
+
+
 def main(experiment: Experiment, argv: Sequence[str]) -> object:
     """Run ``argv`` (``[COMMAND] [config=…] [key=value …]``); errors are raised (`console` prints them)."""
     argv = [a for a in argv if a != "--debug"]
@@ -99,6 +113,8 @@ def main(experiment: Experiment, argv: Sequence[str]) -> object:
             raise ConfigError(f"unknown command {argv[0]!r}{hint} (commands: {', '.join(experiment.commands)}; "
                               "settings are key=value)")
         command, argv = argv[0], argv[1:]
+    if command in experiment.shorthand:
+        argv = with_section(experiment.name, command, argv)
     cfg = load_config(experiment.name, argv)
     target, _ = experiment.commands[command]
     module, function = target.split(":")

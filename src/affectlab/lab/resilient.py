@@ -21,7 +21,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -56,6 +56,10 @@ def _encode(value):
         return {"__param__": [value.key, value.value]}
     if isinstance(value, RunTag):
         return {"__tag__": [value.key, value.value]}
+    if isinstance(value, DatasetInput):
+        d = value.dataset
+        return {"__dataset_input__": [[d.name, d.digest, d.source_type, d.source, d.schema, d.profile],
+                                      [[t.key, t.value] for t in value.tags]]}
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
@@ -74,6 +78,9 @@ def _decode(value):
             return Param(*value["__param__"])
         if "__tag__" in value:
             return RunTag(*value["__tag__"])
+        if "__dataset_input__" in value:
+            fields, tags = value["__dataset_input__"]
+            return DatasetInput(Dataset(*fields), [InputTag(*tag) for tag in tags])
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -145,7 +152,7 @@ class ResilientClient:
     """
 
     WRITES = ("log_batch", "log_metric", "log_param", "set_tag", "log_artifact", "log_artifacts", "set_terminated",
-              "log_dict", "log_text", "log_table", "create_run")
+              "log_dict", "log_text", "log_table", "create_run", "log_inputs")
 
     def __init__(self, client: MlflowClient, retry_seconds: float = 10.0, wait_at_end: float = 300.0,
                  spool_dir: Path | None = None):

@@ -25,7 +25,16 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.lab.checkpoints import AtomicCheckpointIO, EpochEnd, ResumeState, resume_point, step_checkpoint
+from affectlab.lab.checkpoints import (
+    AtomicCheckpointIO,
+    EpochEnd,
+    ModelRecord,
+    ResumeState,
+    check_architecture,
+    load_checkpoint,
+    resume_point,
+    step_checkpoint,
+)
 from affectlab.lab.config import flatten
 from affectlab.lab.hardware import trainer_arguments
 from affectlab.lab.report import print_summary
@@ -63,17 +72,18 @@ class LineProgress(Callback):
 
 def build_trainer(trainer: Mapping, *, folder: Path | None, logger: ResilientMLFlowLogger | None = None,
                   every: DictConfig | dict | None = None, monitor: str | None = None,
-                  mode: str = "max") -> tuple[L.Trainer, ModelCheckpoint | None]:
+                  mode: str = "max", record: dict | None = None) -> tuple[L.Trainer, ModelCheckpoint | None]:
     """The Trainer of every run, and the callback that keeps its best checkpoint by `monitor` (None: nothing is
     selected; the last model is the result).
 
     trainer: ``trainer.*`` of the config (or the keyword arguments of a run inside a run), checked by
-    `affectlab.lab.hardware.trainer_arguments`. folder: where the checkpoints go (None: no checkpoints).
+    `affectlab.lab.hardware.trainer_arguments`. folder: where the checkpoints go (None: no checkpoints). record:
+    what the checkpoints are a model of (`ModelRecord`: experiment, classes, config, architecture).
     """
     kwargs = trainer_arguments(OmegaConf.to_container(trainer, resolve=True) if isinstance(trainer, DictConfig)
                                else dict(trainer))
     plugins = kwargs.pop("plugins", [])
-    callbacks: list[Callback] = []
+    callbacks: list[Callback] = [ModelRecord(record)] if record is not None else []
     best = None
     if folder is not None:
         if monitor is not None:
@@ -133,14 +143,15 @@ class Outcome:
 
 def train(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.LightningDataModule]], *,
           monitor: str | None = None, mode: str = "max", loader_workers: int = 0,
-          params: Mapping[str, object] | None = None) -> Outcome:
-    """Seed, build (module, datamodule), resume or start the run folder and its MLflow run, fit and test."""
+          params: Mapping[str, object] | None = None, record: Callable[[], dict] | None = None) -> Outcome:
+    """Seed, build (module, datamodule), resume or start the run folder and its MLflow run, fit and test; `record()`
+    (called after build) is what the checkpoints are a model of (`ModelRecord`)."""
     start(cfg, loader_workers)
     module, datamodule = build()
     resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
     logger = make_logger(cfg, run_id=run_id)
     trainer, best = build_trainer(cfg.trainer, folder=folder, logger=logger, every=cfg.checkpoint_every,
-                                  monitor=monitor, mode=mode)
+                                  monitor=monitor, mode=mode, record=record() if record else None)
     if trainer.is_global_zero and not run_id:
         logger.log_hyperparams({**flatten(cfg), **(params or {})})
     metrics, chosen = fit_and_test(trainer, best, module, datamodule, resume)
@@ -148,12 +159,15 @@ def train(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.Lightn
 
 
 def evaluate(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.LightningDataModule]],
-             checkpoint: str, loader_workers: int = 0) -> Outcome:
+             checkpoint: str, loader_workers: int = 0, record: Callable[[], dict] | None = None) -> Outcome:
     """The validation and test metrics of a checkpoint, without training, in a new MLflow run."""
     start(cfg, loader_workers)
     module, datamodule = build()
     logger = make_logger(cfg)
     trainer, _ = build_trainer(cfg.trainer, folder=None, logger=logger)
+    if record is not None:
+        check_architecture(load_checkpoint(checkpoint, mmap=True).get("affectlab"), record()["architecture"],
+                           checkpoint)
     if trainer.is_global_zero:
         logger.log_hyperparams({**flatten(cfg), "evaluated_checkpoint": checkpoint})
     metrics: dict[str, float] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -132,6 +134,23 @@ class ResilientMLFlowLogger(MLFlowLogger):
             box.open_loggers, self._open = box.open_loggers - 1, False
         if box.open_loggers <= 0:  # a nested run's end does not wait for the server: its parent's end will
             self._mlflow_client.close()
+
+
+def log_dataset(logger: ResilientMLFlowLogger | None, name: str, source: str, rows: int, context: str = "train",
+                digest: str | None = None, toy: bool = False) -> None:
+    """Record on the run what data it read (MLflow's dataset inputs, shown on the run page): a name, where it came
+    from, how many rows, and whether it is a toy stand-in, whose figures mean nothing."""
+    if logger is None:
+        return
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    profile = json.dumps({"rows": int(rows), "toy": bool(toy)})
+    digest = digest or hashlib.sha256(f"{name}|{source}|{rows}".encode()).hexdigest()[:8]
+    dataset = Dataset(name=name, digest=digest, source_type="local" if "://" not in source else "external",
+                      source=json.dumps({"uri": source}), profile=profile)
+    tags = [InputTag("mlflow.data.context", context)] + ([InputTag("toy", "true")] if toy else [])
+    logger.experiment.log_inputs(logger.run_id, datasets=[DatasetInput(dataset, tags)])
+    logger.experiment.set_tag(logger.run_id, f"data.{context}", f"{name} ({rows} rows{', TOY' if toy else ''}): {source}")
 
 
 def make_logger(cfg: DictConfig, run_id: str | None = None) -> ResilientMLFlowLogger | None:
