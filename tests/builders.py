@@ -316,3 +316,55 @@ def meld_splits(shared_data: Path):
         features, labels, texts = meld_minilm_features(shared_data / "meld")
     bounds = np.cumsum([0, *MELD_SAMPLE.values()])
     return {part: (features[:, a:b], labels[a:b], texts[a:b]) for part, a, b in zip(MELD_SAMPLE, bounds, bounds[1:])}
+
+
+# --- emotion corpora written as the tables researchers have -----------------------------------------------------------
+
+EMOTION_WORDS = {
+    "anger": ("furious", "outraged", "livid", "enraged"),
+    "disgust": ("disgusted", "revolted", "sickened", "repulsed"),
+    "fear": ("terrified", "scared", "frightened", "afraid"),
+    "joy": ("delighted", "thrilled", "overjoyed", "happy"),
+    "sadness": ("heartbroken", "miserable", "sad", "devastated"),
+    "surprise": ("astonished", "amazed", "stunned", "shocked"),
+    "neutral": ("informed", "told", "reminded", "notified"),
+}
+EMOTION_SUBJECTS = ("the flight", "my landlord", "the new job", "our neighbours", "the exam", "the dinner",
+                    "the phone call", "the old car", "my sister", "the meeting", "the weather", "the letter")
+
+
+def emotion_texts(per_class: int, *, offset: int = 0) -> list[tuple[str, str]]:
+    """``(text, emotion)`` pairs, ``per_class`` of each of the 7 emotions, each text saying its emotion with one of a
+    few words (a signal a probe can read) about one of a few subjects; ``offset`` gives other texts."""
+    rows = []
+    for emotion, words in EMOTION_WORDS.items():
+        for i in range(offset, offset + per_class):
+            subject = EMOTION_SUBJECTS[i % len(EMOTION_SUBJECTS)]
+            rows.append((f"I was {words[i % len(words)]} about {subject}, day {i}.", emotion))
+    return rows
+
+
+def write_table(path: Path, rows: list[tuple[str, str]], *, header: tuple[str, str] | None = ("text", "emotion"),
+                text_first: bool = True) -> Path:
+    """``rows`` of (text, label) as a CSV (``.csv``), TSV (``.tsv``) or JSONL (``.jsonl``, keys from ``header``); the
+    label column first when ``text_first`` is false; no header line when ``header`` is None (CSV/TSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = [(t, y) if text_first else (y, t) for t, y in rows]
+    if path.suffix == ".jsonl":
+        names = header if text_first else header[::-1]
+        return write_jsonl(path, [dict(zip(names, row)) for row in ordered])
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+        if header is not None:
+            writer.writerow(header if text_first else header[::-1])
+        writer.writerows(ordered)
+    return path
+
+
+def compiled_child_env(pycache: Path) -> dict[str, str]:
+    """`child_env` whose processes keep their compiled bytecode in ``pycache`` (a folder of the test session), so that
+    the second and later children of a test import in a third of the time even where PYTHONDONTWRITEBYTECODE is set."""
+    env = child_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env

@@ -1,68 +1,109 @@
-"""Crash and resume for the probing experiment: a probe training killed with SIGKILL mid-epoch and resumed with
-resume=auto continues the same MLflow run and ends with the same curves and per-layer results as the run left alone."""
+"""Crash and resume for the probing experiment, with real processes killed by SIGKILL:
+
+1. killed while it extracts the hidden states (its progress lines already in its log file: flushed as they happen);
+2. started again with resume=auto, it continues the same MLflow run and extracts only the shards still missing;
+   killed again while the MLP probes train, at an epoch after the best one;
+3. started again with resume=auto, it goes on from that latest epoch (not the best one) and ends with the metrics,
+   validation curves and best epochs of the same run left alone.
+"""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from affectlab.lab.checkpoints import newest_intact, read_record
+from affectlab.lab.checkpoints import read_record
 from affectlab.lab.probing import main
-from affectlab.lab.probing.data import BUNDLED_CORPUS
-from builders import ROOT, child_env, history, kill_when, start, step_reached
+from builders import ROOT, compiled_child_env, emotion_texts, history, kill_when, write_table
 
-BATCH = 4
-EPOCHS = 3
+LAYERS = (0, 3, 6)
+PATIENCE = 6
 
 
-def probing_args(workdir: Path, cache: Path) -> list[str]:
+def probing_args(workdir: Path, data: Path, cache: Path) -> list[str]:
     return [
-        f"data.source={BUNDLED_CORPUS}", "model.layers=[0.0,0.5,1.0]", f"probe.batch_size={BATCH}",
-        f"trainer.max_epochs={EPOCHS}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        "checkpoint_every.steps=1", "num_threads=1", f"cache_dir={cache}",
-        f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir / 'ckpt'}",
+        "data.source=files", f"data.train={data / 'train.csv'}", f"data.test={data / 'test.csv'}",
+        "data.val_fraction=0.2", "model.shard_size=12", f"model.layers=[{','.join(map(str, LAYERS))}]",
+        "probe.kind=mlp", "probe.monitor=f1_weighted", f"probe.patience={PATIENCE}", "probe.batch_size=16",
+        "trainer.max_epochs=100", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "report.resamples=100", "num_threads=1", f"cache_dir={cache}", f"checkpoint_dir={workdir / 'ckpt'}",
+        f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
     ]
 
 
 def only_run(workdir: Path):
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("probing").experiment_id])
-    assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}"
-    return client, runs[0]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, f"expected one MLflow run, found {len(parents)}"
+    return client, parents[0]
 
 
-@pytest.mark.slow  # real processes: a probing run killed and resumed, beside the same run left alone
-def test_probing_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkeypatch):
-    cache = tmp_path / "features"  # extracted once by the run left alone, read by the other two
+def launch(args: list[str], workdir: Path, log: Path, env: dict) -> subprocess.Popen:
+    with log.open("w") as handle:  # a file, as a batch job's output would be
+        return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "probing.py"), *args], cwd=workdir,
+                                env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def epochs_checkpointed(workdir: Path) -> int:
+    """Training epochs completed by the newest epoch-end checkpoint of the MLP probes (0: none yet)."""
+    records = [read_record(p) for p in (workdir / "ckpt").glob("*/probes/last.ckpt")]
+    return max((record["epoch"] + 1 for record in records if record), default=0)
+
+
+@pytest.mark.slow  # three real processes, two of them killed
+@pytest.mark.timeout(600)
+def test_probing_killed_in_extraction_then_after_the_best_epoch_resumes_to_the_run_left_alone(
+        tmp_path: Path, monkeypatch):
+    data = tmp_path / "data"
+    write_table(data / "train.csv", emotion_texts(16))
+    write_table(data / "test.csv", emotion_texts(4, offset=100))
     alone_dir, killed_dir = tmp_path / "alone", tmp_path / "killed"
     alone_dir.mkdir()
     killed_dir.mkdir()
     monkeypatch.chdir(alone_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    alone_summary = main(probing_args(alone_dir, cache))
-    steps_per_epoch = -(-int(alone_summary["train_examples"]) // BATCH)
+    alone = main(probing_args(alone_dir, data, tmp_path / "alone-features"))
+    best = max(int(alone[f"best_epoch/layer_{layer:02d}"]) for layer in LAYERS)
+    assert alone["epochs_run"] == best + PATIENCE
 
-    command = [sys.executable, str(ROOT / "experiments" / "probing.py"), *probing_args(killed_dir, cache)]
-    process = start(command, killed_dir)
-    kill_when(process, step_reached(killed_dir / "ckpt", "*/step-latest.ckpt", steps_per_epoch + 2))
-    target = newest_intact(killed_dir / "ckpt")
-    record = read_record(target)
-    assert record["global_step"] % steps_per_epoch != 0 and record["global_step"] < EPOCHS * steps_per_epoch, record
+    args, env = probing_args(killed_dir, data, tmp_path / "features"), compiled_child_env(tmp_path / "pycache")
+    shards = tmp_path / "features"
+    first = launch(args, killed_dir, killed_dir / "first.log", env)
+    kill_when(first, lambda: len(list(shards.glob("*/shards/00002.json"))) > 0)
+    done_shards = len(list(shards.glob("*/shards/0*.json")))
+    total = -(-int(alone["test_examples"] + alone["train_examples"] + alone["val_examples"]) // 12)
+    assert 0 < done_shards < total
+    assert "extracted shard 1 of" in (killed_dir / "first.log").read_text()  # flushed before the kill
     _, before = only_run(killed_dir)
-    assert before.info.status == "RUNNING" and record["mlflow_run_id"] == before.info.run_id
+    assert before.info.status == "RUNNING"
 
-    done = subprocess.run([*command, "resume=auto"], cwd=killed_dir, env=child_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-5000:]
+    second = launch([*args, "resume=auto"], killed_dir, killed_dir / "second.log", env)
+    kill_when(second, lambda: epochs_checkpointed(killed_dir) > best, seconds=300)
+    killed_at = epochs_checkpointed(killed_dir)
+    assert best < killed_at < alone["epochs_run"], (best, killed_at, alone["epochs_run"])
+    extracted = re.findall(r"extracted shard (\d+) of (\d+)", (killed_dir / "second.log").read_text())
+    assert len(extracted) == total - done_shards  # only the missing shards
+
+    third = subprocess.run([sys.executable, str(ROOT / "experiments" / "probing.py"), *args, "resume=auto"],
+                           cwd=killed_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert f"continuing from {killed_dir / 'ckpt'}" in third.stdout and "extracted shard" not in third.stdout
     client, resumed = only_run(killed_dir)
     assert resumed.info.run_id == before.info.run_id and resumed.info.status == "FINISHED"
-    alone_client, alone = only_run(alone_dir)
-    curve = history(client, resumed.info.run_id, "train/loss_epoch")
-    assert len(curve) == EPOCHS and curve == history(alone_client, alone.info.run_id, "train/loss_epoch")
-    results = {k: v for k, v in alone.data.metrics.items() if k.startswith(("test/", "summary/"))}
-    assert len(results) > 10
+    alone_client, left_alone = only_run(alone_dir)
+    for layer in LAYERS:
+        name = f"val/f1_weighted/layer_{layer:02d}"
+        assert history(client, resumed.info.run_id, name) == history(alone_client, left_alone.info.run_id, name)
+        # each epoch validated once: the third process went on after the latest epoch, not the best one or the first
+        assert len(client.get_metric_history(resumed.info.run_id, name)) == alone["epochs_run"]
+    results = {k: v for k, v in left_alone.data.metrics.items() if k.startswith(("test/", "best", "baseline/"))}
+    assert len(results) > 50
     assert {k: resumed.data.metrics.get(k) for k in results} == results
