@@ -1,5 +1,6 @@
 """Layer-wise probing: extraction against transformers' own hidden states, the feature cache, the batched probes,
-zero-shot parsing, and the experiment on real MELD text with the one real model (all-MiniLM-L6-v2)."""
+zero-shot parsing, malleability and persistence, and the depth figure's earlier runs (the experiment end to end:
+test_probing_experiment.py)."""
 
 from __future__ import annotations
 
@@ -267,76 +268,6 @@ def test_zero_shot_accuracy_is_over_valid_answers_with_coverage():
     assert result.accuracy == pytest.approx(2 / 3) and result.coverage == pytest.approx(0.75)
 
 
-@pytest.mark.slow
-def test_minilm_layer_sweep_on_meld_is_well_above_chance(shared_data: Path, workdir: Path):
-    """The scientific check: all-MiniLM-L6-v2's hidden states hold MELD's emotions, read by the probing experiment.
-
-    A stratified sample (at most 150 texts per emotion; 15 per emotion in the balanced test) keeps this around half a
-    minute on 2 free cores; its best layer read 0.41 here (0.33-0.37 over data seeds 0-2 without Lightning). The
-    full set is `lightning run experiments/probing.py`.
-    """
-    import mlflow
-
-    from affectlab.lab.probing import main
-
-    summary = main([
-        f"data.meld_dir={shared_data / 'meld'}",
-        "data.max_per_class=150",
-        "trainer.max_epochs=10",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ])
-    assert summary["test_examples"] == 7 * 15  # balanced: chance is 1/7
-    assert summary["best_accuracy"] > 0.25, summary  # chance 0.143
-    assert summary["accuracy/layer_00"] < summary["best_accuracy"]
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["probing"])
-    assert len(runs) == 1 and runs["metrics.summary/best_accuracy"][0] == pytest.approx(summary["best_accuracy"])
-    artifacts = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
-    assert {"layers.csv", "accuracy_by_depth.png", "probe_pca.png", "config.yaml"} <= artifacts
-
-
-def test_experiment_probes_a_decoder_in_chat_format_with_the_papers_other_experiments(workdir: Path, tokenizer):
-    """Any transformers model folder runs through the experiment: a tiny random Qwen3 with a chat template, on the
-    corpus shipped with affectlab, with the zero-shot baseline, malleability and persistence (random weights: the
-    figures mean nothing, their presence and range do)."""
-    from affectlab.lab.probing import main
-    from affectlab.lab.probing.data import BUNDLED_CORPUS
-
-    folder = workdir / "tiny-qwen3"
-    tiny_decoder("qwen3", tokenizer.vocab_size).save_pretrained(folder)
-    chat_tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    chat_tokenizer.chat_template = CHAT_TEMPLATE
-    chat_tokenizer.save_pretrained(folder)
-    summary = main([
-        f"model.name={folder}",
-        f"data.source={BUNDLED_CORPUS}",
-        "model.input_format=chat",
-        "model.layers=[0.0,0.5,1.0]",
-        "zero_shot.enabled=true",
-        "zero_shot.max_texts=7",
-        "zero_shot.max_new_tokens=4",
-        "malleability.enabled=true",
-        "malleability.max_texts=7",
-        "malleability.max_new_tokens=4",
-        "persistence.enabled=true",
-        "persistence.train_texts=20",
-        "persistence.test_texts=7",
-        "persistence.max_new_tokens=8",
-        "persistence.max_position=6",
-        "persistence.positions_step=2",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ])
-    assert [key for key in summary if key.startswith("accuracy/")] == [
-        "accuracy/layer_00", "accuracy/layer_02", "accuracy/layer_04"
-    ]
-    assert summary["test_examples"] == 14 and summary["zero_shot_texts"] == 7
-    assert 0.0 <= summary["zero_shot_coverage"] <= 1.0 and 0.0 <= summary["zero_shot_accuracy"] <= 1.0
-    assert {"malleability/none/mean_recall", "malleability/calm/mean_recall"} <= set(summary)
-    assert "persistence/accuracy_at_000" in summary
-
-
 @pytest.fixture(scope="module")
 def chat_decoder(tokenizer):
     chat_tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
@@ -420,7 +351,7 @@ def test_the_depth_figure_adds_earlier_runs_of_other_models_on_the_same_corpus(t
     from omegaconf import OmegaConf
 
     from affectlab.lab.config import flatten
-    from affectlab.lab.probing.train import earlier_depth_curves
+    from affectlab.lab.probing.evaluation import earlier_depth_curves
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("probing", artifact_location=str(tmp_path / "artifacts"))
@@ -432,7 +363,7 @@ def test_the_depth_figure_adds_earlier_runs_of_other_models_on_the_same_corpus(t
             client.log_param(run, key, value)
         client.log_metric(run, "num_layers", num_layers)
         for layer, accuracy in zip(range(0, num_layers + 1, num_layers // 2), accuracies):
-            client.log_metric(run, f"summary/accuracy/layer_{layer:02d}", accuracy)
+            client.log_metric(run, f"test/accuracy/layer_{layer:02d}", accuracy)
         client.set_terminated(run)
 
     past_run("qwen", "meld", [0.1, 0.5, 0.6], num_layers=28)
