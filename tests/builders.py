@@ -368,3 +368,14 @@ def compiled_child_env(pycache: Path) -> dict[str, str]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
+
+
+def write_meld_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A MELD ``<split>_sent_emo.csv`` of ``(utterance, emotion)`` rows: dialogue ``n // 5``, utterance ``n % 5``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        handle.write(MELD_HEADER)
+        writer = csv.writer(handle)
+        writer.writerows([n + 1, text, "Ross", emotion, "neutral", n // 5, n % 5, 1, 1, "00:00:01,000", "00:00:02,000"]
+                         for n, (text, emotion) in enumerate(rows))
+    return path

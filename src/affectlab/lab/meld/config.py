@@ -18,11 +18,13 @@ MODALITY = Literal["text", "visual", "audio"]
 
 @dataclass
 class Meld:
-    dir: str | None = key("auto", "MELD's CSV folder; auto = ../shared/data/meld beside the project (synthetic "
-                                  "utterances when absent); null = synthetic utterances")
+    dir: str | None = key("auto", "MELD's CSV folder (train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv when "
+                                  "you have it: without it dev is the test split); auto = ../shared/data/meld beside "
+                                  "the project (synthetic utterances, loudly, when absent); null = synthetic")
     train_size: int | None = key(400, "a uniform sample of train (its class distribution kept); null = all 9,989",
                                  min=1)
     dev_size: int | None = key(240, "the same for dev; null = all 1,109", min=1)
+    test_size: int | None = key(240, "the same for test, when test_sent_emo.csv is there; null = all 2,610", min=1)
     clips: str | None = key(None, "a folder of MELD's clips (<folder>/{train,dev}/dia{D}_utt{U}.mp4 or MELD.Raw's "
                                   "layout): adds a video token and a speech token to the feature model")
     clip_cache: str = key("auto", "where the clips' vectors are kept (auto: $AFFECTLAB_CACHE/meld_clips)")
@@ -57,8 +59,8 @@ class Data:
     synthetic: SyntheticCues = section(SyntheticCues, "the synthetic cues")
     on_bad_clip: Literal["error", "skip"] = key("error", "a clip that cannot be decoded: error (naming it) | skip "
                                                          "(its tokens masked, counted in MLflow)")
-    val_fraction: float = key(0.15, "MELD: a slice of train for validation curves (dev is the test)", min=0.01,
-                              max=0.9)
+    val_fraction: float = key(0.15, "MELD without test_sent_emo.csv: the slice of train that validates (dev is then "
+                                    "the test split)", min=0.01, max=0.9)
     batch_size: int = key(8, "samples per batch", min=1)
     num_workers: int = key(0, "loader worker processes", min=0)
 

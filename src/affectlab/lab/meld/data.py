@@ -2,15 +2,18 @@
 clips, their cue tables (given, or synthetic), and the items every approach trains on: a prompt, feature vectors and
 which are present, the label; a datamodule over fixed train/val/test items that shards across processes.
 
-MELD's segments are `train/dia{D}_utt{U}` and `dev/dia{D}_utt{U}`; C-EXPR-DB's are the fold clips
-(`Sadly-Fearful/24_Sadly-Fearful_0`). MELD is evaluated on dev (its test split is not distributed here); a slice of
-train is the validation set.
+MELD's segments are `train/dia{D}_utt{U}`, `dev/dia{D}_utt{U}` (and `test/...`); C-EXPR-DB's are the fold clips
+(`Sadly-Fearful/24_Sadly-Fearful_0`). MELD trains on train, validates on dev and reports on test when
+`test_sent_emo.csv` is there; without it (as in ../shared/data), dev is the test split and a slice of train validates.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from affectlab.lab.checkpoints import ResumableDataLoader
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld.clips import CLIP_MODALITIES, ClipEncoder, clip_features
 from affectlab.lab.sharding import eval_shards, train_sampler
+from affectlab.lab.tracking import log_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"  # ../shared/data beside the project
 TEXT_APPROACHES = {"transcript": ["text"]}  # the prompt's modalities of a text approach other than "text"
@@ -92,23 +96,93 @@ def synthetic_meld(meld: DictConfig, seed: int) -> dict[str, list[Sample]]:
                     for i in range(size)] for split, size in sizes.items()}
 
 
-def meld_splits(cfg: DictConfig) -> dict[str, list[Sample]]:
-    """{"train", "dev"}: the real CSVs subsampled as configured, or synthetic ones when ``data.meld.dir`` is null, or
-    auto and the shared data is absent."""
+MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+
+
+@dataclass
+class MeldSplits:
+    """MELD's train/val/test samples and how each was made (``how``: split -> one line); ``toy`` when synthetic."""
+
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    how: dict[str, str]
+    toy: bool
+    source: str
+
+    def parts(self) -> dict[str, list[Sample]]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def every(self) -> list[Sample]:
+        return self.train + self.val + self.test
+
+
+def carve_val(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """``(train, val)``: ``fraction`` of the samples (at least one) drawn uniformly for validation; order kept."""
+    count = max(1, int(round(fraction * len(samples))))
+    chosen = set(random.Random(seed).sample(range(len(samples)), count))
+    return ([s for i, s in enumerate(samples) if i not in chosen], [s for i, s in enumerate(samples) if i in chosen])
+
+
+def meld_splits(cfg: DictConfig) -> MeldSplits:
+    """Train on train, validate on dev, report on test when ``test_sent_emo.csv`` is in the folder; without it, dev is
+    the test split and validation is carved from train (``data.val_fraction``), as the console and the MLflow tag
+    ``data.meld.test`` say. Each split is subsampled as configured. Synthetic utterances when ``data.meld.dir`` is
+    null, or auto and the shared data is absent (a loud warning: their figures mean nothing)."""
     meld = cfg.data.meld
-    if meld.dir is None:
-        return synthetic_meld(meld, cfg.seed)
-    folder = SHARED_DATA / "meld" if meld.dir == "auto" else Path(str(meld.dir)).expanduser()
-    if meld.dir == "auto" and not folder.is_dir():
-        rank_zero_warn(f"{folder} is absent: MELD is replaced by SYNTHETIC utterances, whose figures mean nothing "
-                       "(data.meld.dir=<folder of MELD's CSVs> to fix)")
-        return synthetic_meld(meld, cfg.seed)
-    if not folder.is_dir():
-        raise ConfigError(f"data.meld.dir={meld.dir!r} is not a folder (expected train_sent_emo.csv, dev_sent_emo.csv)")
-    train = read_meld_utterances(folder / "train_sent_emo.csv", "train")
-    dev = read_meld_utterances(folder / "dev_sent_emo.csv", "dev")
-    return {"train": random_sample(train, meld.train_size, cfg.seed),
-            "dev": random_sample(dev, meld.dev_size, cfg.seed)}
+    folder = SHARED_DATA / "meld" if meld.dir == "auto" else Path(str(meld.dir)).expanduser() if meld.dir else None
+    if folder is not None and not folder.is_dir():
+        if meld.dir != "auto":
+            raise ConfigError(f"data.meld.dir={meld.dir!r} is not a folder (expected {', '.join(MELD_FILES.values())}"
+                              ", the test file optional)")
+        loud_warning(f"{folder} is absent: MELD is replaced by SYNTHETIC utterances, whose figures MEAN NOTHING "
+                     "(data.meld.dir=<folder of MELD's CSVs> to fix)")
+        folder = None
+    elif folder is None:
+        rank_zero_warn("data.meld.dir=null: MELD is replaced by SYNTHETIC utterances, whose figures mean nothing")
+    if folder is None:
+        synthetic = synthetic_meld(meld, cfg.seed)
+        train, val = carve_val(synthetic["train"], cfg.data.val_fraction, cfg.seed)
+        carved = f"carved from synthetic train ({cfg.data.val_fraction:g} of it)"
+        return MeldSplits(train, val, synthetic["dev"], {"train": "synthetic", "val": carved, "test": "synthetic dev"},
+                          True, "synthetic MELD")
+    read = {split: read_meld_utterances(folder / name, split) for split, name in MELD_FILES.items()
+            if split != "test" or (folder / name).is_file()}
+    train = random_sample(read["train"], meld.train_size, cfg.seed)
+    dev = random_sample(read["dev"], meld.dev_size, cfg.seed)
+    sampled = {"train": f"{len(train)} of {len(read['train'])}", "dev": f"{len(dev)} of {len(read['dev'])}"}
+    if "test" in read:
+        test = random_sample(read["test"], meld.test_size, cfg.seed)
+        how = {"train": f"{MELD_FILES['train']} ({sampled['train']})",
+               "val": f"{MELD_FILES['dev']} ({sampled['dev']}): validates",
+               "test": f"{MELD_FILES['test']} ({len(test)} of {len(read['test'])}): reports"}
+        return MeldSplits(train, dev, test, how, False, str(folder))
+    train, val = carve_val(train, cfg.data.val_fraction, cfg.seed)
+    how = {"train": f"{MELD_FILES['train']} ({sampled['train']}) less the validation part",
+           "val": f"carved from train ({cfg.data.val_fraction:g} of the sample, seed {cfg.seed})",
+           "test": f"{MELD_FILES['dev']} ({sampled['dev']}): no {MELD_FILES['test']} in {folder}, so MELD's dev split "
+                   "is the test split and validation is carved from train"}
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"MELD: {how['test']}", flush=True)
+    return MeldSplits(train, val, dev, how, False, str(folder))
+
+
+def loud_warning(message: str) -> None:
+    """A warning, and a banner on stderr that no log level hides (rank 0)."""
+    rank_zero_warn(message)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", file=sys.stderr, flush=True)
+
+
+def log_meld_splits(parent, splits: MeldSplits) -> None:
+    """The splits as the run's dataset inputs (toy when synthetic) and how the test split was made as a tag."""
+    if parent is None:
+        return
+    for split, samples in splits.parts().items():
+        digest = hashlib.sha256("\n".join(f"{s.segment}\t{s.label}" for s in samples).encode()).hexdigest()[:16]
+        log_dataset(parent, f"meld/{split}", f"{splits.source}: {splits.how[split]}", len(samples), context=split,
+                    digest=digest, toy=splits.toy)
+    parent.experiment.set_tag(parent.run_id, "data.meld.test", splits.how["test"])
 
 
 def _folder(configured, default: Path) -> Path | None:

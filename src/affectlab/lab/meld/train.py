@@ -4,7 +4,6 @@ finished trainings are not run again) -> mean ± std per setting in the parent r
 
 from __future__ import annotations
 
-import random
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from affectlab.lab.meld.data import (
     cue_tables,
     embed_transcripts,
     feature_sizes,
+    log_meld_splits,
     meld_clip_vectors,
     meld_splits,
 )
@@ -111,12 +111,12 @@ def run_setting(cfg: DictConfig, setting: str, splits: dict[str, list[Sample]], 
         results[approach] = metrics
         if sweep.parent is not None and setting == "meld":
             png = plot_confusion(confusion, class_names, artifacts / f"confusion_meld_{approach}.png",
-                                 title=f"MELD dev, {approach}")
+                                 title=f"MELD's test split, {approach}")
             sweep.parent.experiment.log_artifact(sweep.parent.run_id, str(png))
     return results
 
 
-SETTINGS = {"meld": "MELD dev (7 emotions)", "cexpr_without_other": "C-EXPR-DB, 7 compounds",
+SETTINGS = {"meld": "MELD (7 emotions)", "cexpr_without_other": "C-EXPR-DB, 7 compounds",
             "cexpr_with_other": "C-EXPR-DB, 7 compounds + Other"}
 
 
@@ -139,15 +139,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     per_setting: dict[str, list[dict[str, dict[str, float]]]] = {}
     if "meld" in cfg.tasks:
-        meld = meld_splits(cfg)
-        val_count = max(1, int(round(cfg.data.val_fraction * len(meld["train"]))))
-        order = random.Random(cfg.seed).sample(range(len(meld["train"])), len(meld["train"]))
-        splits = {"train": [meld["train"][i] for i in sorted(order[val_count:])],
-                  "val": [meld["train"][i] for i in sorted(order[:val_count])], "test": meld["dev"]}
-        tables = cue_tables(cfg, "meld", meld["train"] + meld["dev"], len(EMOTIONS), scratch)
-        clips = meld_clip_vectors(cfg, meld["train"] + meld["dev"], parent) if "features" in cfg.approaches else None
-        per_setting["meld"] = [run_setting(cfg, "meld", splits, EMOTIONS, tables, encoder, sweep, "meld", scratch,
-                                           clips)]
+        meld = meld_splits(cfg)  # train; dev validates and test reports, or dev reports without a test file
+        if not sweep.resumed:
+            log_meld_splits(parent, meld)
+        tables = cue_tables(cfg, "meld", meld.every(), len(EMOTIONS), scratch)
+        clips = meld_clip_vectors(cfg, meld.every(), parent) if "features" in cfg.approaches else None
+        per_setting["meld"] = [run_setting(cfg, "meld", meld.parts(), EMOTIONS, tables, encoder, sweep, "meld",
+                                           scratch, clips)]
     if "cexpr" in cfg.tasks:
         folds_dir = _folder(cfg.data.cexpr.folds_dir, SHARED_DATA / "cexpr" / "folds")
         annotation_dir = _folder(cfg.data.cexpr.annotation_dir, SHARED_DATA / "cexpr" / "annotation")
