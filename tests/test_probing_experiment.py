@@ -13,7 +13,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import torch
 from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
@@ -152,7 +151,8 @@ def test_goemotions_folder_gives_its_28_classes(workdir: Path, tmp_path: Path):
 
 def test_goemotions_in_ekman_classes_keeps_every_label_when_multi_label(workdir: Path, tmp_path: Path):
     extra = [("lol and thanks a lot", ["amusement", "gratitude"]), ("ugh, scary and gross", ["fear", "disgust"])]
-    folder = write_goemotions_folder(tmp_path / "corpora" / "goemotions", per_class=1, extra={"train": extra, "test": extra})
+    folder = write_goemotions_folder(tmp_path / "corpora" / "goemotions", per_class=1,
+                                     extra={"train": extra, "test": extra})
     summary = main(["data.source=goemotions", f"data.path={folder}", "data.labels=ekman", "data.multi_label=true",
                     "model.layers=[1.0]", *QUICK])
     assert summary["num_classes"] == 7 and summary["test_examples"] == 30  # 28 + 2 comments, one per class or two
@@ -204,8 +204,10 @@ def test_a_decoder_in_chat_format_with_every_study_on_the_toy_corpus(workdir: Pa
     assert summary["test_examples"] == 14 and summary["zero_shot_texts"] == 7
     assert [key for key in summary if key.startswith("test/accuracy/")] == [
         "test/accuracy/layer_00", "test/accuracy/layer_02", "test/accuracy/layer_04"]
-    assert {"malleability/none/mean_recall", "persistence/accuracy_at_000", "steering/joy_share/alpha_4"} <= set(summary)
-    assert summary["steering/layer"] == 2 and summary["steering/joy_share/alpha_0"] != summary["steering/joy_share/alpha_4"]
+    assert {"malleability/none/mean_recall", "persistence/accuracy_at_000", "steering/joy_share/alpha_4"} <= set(
+        summary)
+    assert summary["steering/layer"] == 2
+    assert summary["steering/joy_share/alpha_0"] != summary["steering/joy_share/alpha_4"]
     _, run, _ = runs_of(workdir)
     assert run.data.params["model.pooling_resolved"] == "last"  # a decoder: the last non-pad token
     assert run.data.tags["toy_data"].startswith("true") and "TOY" in run.data.tags["data.test"]
@@ -216,8 +218,8 @@ def test_a_decoder_in_chat_format_with_every_study_on_the_toy_corpus(workdir: Pa
             "persistence.png"} <= names
     with (folder / "steering.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 4 and all(sum(float(r[c]) for c in ("anger", "joy", "neutral", "fear", "sadness", "surprise",
-                                                               "disgust")) == pytest.approx(1.0, abs=1e-4) for r in rows)
+    classes = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
+    assert len(rows) == 4 and all(sum(float(r[c]) for c in classes) == pytest.approx(1.0, abs=1e-4) for r in rows)
     trajectory = list(csv.reader((folder / "trajectory_00.csv").open()))
     assert trajectory[0][:3] == ["token_index", "token", "anger"] and len(trajectory) > 4
 

@@ -57,8 +57,8 @@ class Data:
 class Model:
     name: str = key("all-MiniLM-L6-v2", "a Hugging Face id or local folder (all-MiniLM-L6-v2 loads from its package)")
     revision: str | None = key(None, "a hub revision (branch, tag or commit)")
-    input_format: Literal["raw", "instruction", "chat"] = key("raw", "raw | instruction (raw text, instruction model) | "
-                                                                     "chat (the chat template)")
+    input_format: Literal["raw", "instruction", "chat"] = key(
+        "raw", "raw | instruction (raw text, instruction model) | chat (the chat template)")
     pooling: Literal["auto", "last", "mean"] = key("auto", "auto (mean over the tokens of an encoder, the last "
                                                            "non-pad token of a decoder) | last | mean; logged as "
                                                            "model.pooling_resolved")

@@ -127,9 +127,9 @@ def _world() -> tuple[int, int]:
 
 
 def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tensor, list[int], dict]:
-    """Features ``[layers, len(texts), hidden]`` from the cache (extracting this rank's missing shards first), the
-    layer indices, and what the extraction did (``pooling``: the resolved one). The language model is released before
-    the probes train."""
+    """Features ``[layers, len(texts), hidden]`` from the cache (extracting this rank's missing shards first; rank 0
+    then waits for the others' shards, another rank gets None unless they are all there), the layer indices, and what
+    the extraction did (``pooling``: the resolved one). The language model is released before the probes train."""
     name = str(cfg.model.name)
     rank, world = _world()
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
@@ -151,7 +151,7 @@ def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tenso
               flush=True)
 
     features, cache, extracted = cached_features(extractor, texts, progress=progress, **common)
-    while features is None:  # other ranks are still extracting their shards
+    while features is None and rank == 0:  # other ranks are still extracting their shards
         time.sleep(2.0)
         features, cache, _ = cached_features(extractor, texts, **common)
     info = {
@@ -162,7 +162,7 @@ def extract_features(cfg: DictConfig, texts: Sequence[str]) -> tuple[torch.Tenso
         "tokens_extracted": extractor.stats.tokens,
         "texts_truncated": extractor.stats.truncated,
         "num_layers": extractor.num_layers,
-        "hidden_size": int(features.shape[2]),
+        "hidden_size": int(model.config.hidden_size),
         "pooling": extractor.pooling,
         "revision": common["revision"],
         "max_length": extractor.max_length,
@@ -178,7 +178,8 @@ def build_extractor(spec: DictConfig | dict, model, tokenizer, layers=None) -> H
         layers = "all" if spec["layers"] == "all" else list(OmegaConf.to_container(spec["layers"]))
     return HiddenStateExtractor(
         model, tokenizer, layers, pooling=spec["pooling"], input_format=spec["input_format"],
-        max_length=spec["max_length"], batch_size=spec.get("batch_size", 64), batch_tokens=spec.get("batch_tokens", 8192),
+        max_length=spec["max_length"], batch_size=spec.get("batch_size", 64),
+        batch_tokens=spec.get("batch_tokens", 8192),
     )
 
 

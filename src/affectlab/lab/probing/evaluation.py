@@ -66,7 +66,7 @@ def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.T
              report: DictConfig, seed: int) -> LayerReport:
     """Scores the trained ``probes`` and ``projection`` on ``parts["test"]``, their validation scores on
     ``parts["val"]``, and the baselines trained on ``parts["train"]`` (``texts``: each part's texts)."""
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = parts["train"], parts["val"], parts["test"]
+    (_, train_y), (val_x, val_y), (test_x, test_y) = parts["train"], parts["val"], parts["test"]
     multi_label, count = test_y.dim() == 2, len(classes)
     bootstrap = dict(resamples=int(report.resamples), confidence=float(report.confidence), seed=seed)
     names = [f"layer_{layer:02d}" for layer in layers]
@@ -216,5 +216,6 @@ def figures(report: LayerReport, folder: Path, name: str, corpus: str, earlier: 
         paths.append(plot_confusion(confusion, report.classes, folder / f"confusion_layer_{report.best_layer:02d}.png",
                                     title=f"{name}, layer {report.best_layer} (test)"))
         paths.append(plot_probe_pca(report.test_logits[report.best], report.test_labels, report.classes,
-                                    folder / "probe_pca.png", title=f"{name}, layer {report.best_layer}: probe outputs"))
+                                    folder / "probe_pca.png",
+                                    title=f"{name}, layer {report.best_layer}: probe outputs"))
     return paths

@@ -19,8 +19,7 @@ from affectlab.probing.training import validation_scores
 
 class MlpProbes(L.LightningModule):
     """``probes`` (standardised on the training features already) trained on batches of ``{"features": [B, L, H],
-    "label"}``; ``val_features [L, N, H]`` and ``val_labels`` score them after every epoch on every process (the same
-    numbers everywhere, so every process keeps the same weights and stops at the same epoch)."""
+    "label"}``; ``val_features [L, N, H]`` and ``val_labels`` score them after every epoch."""
 
     def __init__(self, probes: LayerProbes, val_features: torch.Tensor, val_labels: torch.Tensor, *, lr: float,
                  weight_decay: float, monitor: str, patience: int, layers: list[int]):
@@ -66,7 +65,7 @@ class MlpProbes(L.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics({f"val/{self.monitor}/layer_{layer:02d}": float(value)
                                      for layer, value in zip(self.layers, shown)}, step=epoch)
-        self.log("val/layers_improved", improved.sum().float(), sync_dist=True)
+        self.log("val/layers_improved", improved.sum().float())
         if self.stopped():
             self.trainer.should_stop = True
 

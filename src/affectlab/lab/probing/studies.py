@@ -79,7 +79,8 @@ def text_classifier_judge(name: str, classes: Sequence[str]):
         model = AutoModelForSequenceClassification.from_pretrained(model_source(name)).eval()
     except Exception as error:  # offline, unknown id, not a classifier: say which and why
         raise ConfigError(f"malleability.classifier={name!r} cannot be loaded: {type(error).__name__}: {error}. "
-                          "Expected a reachable or cached hub id, or a local folder of a sequence classifier") from error
+                          "Expected a reachable or cached hub id, or a local folder of a sequence classifier"
+                          ) from error
     try:
         return classifier_judge(model, tokenizer, classes)
     except ValueError as error:
@@ -159,7 +160,8 @@ def steering_study(cfg: DictConfig, lm: tuple, directions: torch.Tensor, layers:
     the classes, per text (CSV) and averaged over the texts (figure)."""
     spec = cfg.steering
     if spec.emotion not in classes:
-        raise ConfigError(f"steering.emotion={spec.emotion!r}: not a class of this corpus; expected one of {list(classes)}")
+        raise ConfigError(f"steering.emotion={spec.emotion!r}: not a class of this corpus; expected one of "
+                          f"{list(classes)}")
     target = round(float(spec.layer) * num_layers)
     position = min(range(len(layers)), key=lambda i: abs(layers[i] - target))
     layer, emotion = layers[position], list(classes).index(spec.emotion)

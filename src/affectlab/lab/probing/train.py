@@ -107,8 +107,9 @@ def log_splits(logger, splits: TextSplits, toy: bool, folder: Path) -> Path:
 
 
 def train_mlp(cfg: DictConfig, sweep: Sweep, probes: LayerProbes, parts: dict, layers: list[int], record: dict):
-    """The MLP probes under the run spine's Trainer: checkpoints at every epoch end (and mid-epoch), continued from
-    the newest one when the run is resumed; every layer ends with the weights of its best epoch."""
+    """The MLP probes under the run spine's Trainer, in this one process (rank 0): checkpoints at every epoch end
+    (and mid-epoch), continued from the newest one when the run is resumed; every layer ends with the weights of
+    its best epoch."""
     (train_x, train_y), (val_x, val_y) = parts["train"], parts["val"]
     module = MlpProbes(probes, val_x, val_y, lr=cfg.probe.lr, layers=layers, monitor=cfg.probe.monitor,
                        weight_decay=0.01 if cfg.probe.weight_decay is None else cfg.probe.weight_decay,
@@ -117,11 +118,13 @@ def train_mlp(cfg: DictConfig, sweep: Sweep, probes: LayerProbes, parts: dict, l
     checkpoint = sweep.continue_from(PROBE_FOLDER)
     if checkpoint:
         print(f"MLP probes: continuing from {checkpoint}", flush=True)
-    trainer, _ = build_trainer(cfg.trainer, folder=sweep.child_folder(PROBE_FOLDER), logger=sweep.parent,
+    # one device, whatever the launch: the probes of cached features train in minutes, on rank 0 alone
+    single = {**OmegaConf.to_container(cfg.trainer, resolve=True), "devices": 1, "num_nodes": 1, "strategy": "auto"}
+    trainer, _ = build_trainer(single, folder=sweep.child_folder(PROBE_FOLDER), logger=sweep.parent,
                                every=cfg.checkpoint_every, record=record)
     fit_and_test(trainer, None, module, data, checkpoint, test=False)
     module.restore_best()
-    return module.training_record(int(cfg.trainer.max_epochs)), trainer.is_global_zero
+    return module.training_record(int(cfg.trainer.max_epochs))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -141,6 +144,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     corpora = splits.splits()
     texts = list(dict.fromkeys(text for corpus in corpora.values() for text in corpus.texts))
     features, layers, info = extract_features(cfg, texts)
+    if rank != 0:  # this process extracted its shards; the probes train and report on rank 0
+        return {}
     row_of = {text: row for row, text in enumerate(texts)}
     parts = {split: (features[:, [row_of[t] for t in corpus.texts]], labels_of(corpus))
              for split, corpus in corpora.items()}
@@ -151,8 +156,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.manual_seed(cfg.seed)  # the probes' initial weights, whatever loading the model drew before
     probes = LayerProbes(len(layers), info["hidden_size"], len(classes), kind=cfg.probe.kind, width=cfg.probe.width)
     if cfg.probe.kind == "linear":
-        if rank != 0:
-            return {}
         training = train_probes(probes, *parts["train"], *parts["val"], max_epochs=cfg.probe.max_evaluations,
                                 weight_decay=cfg.probe.weight_decay, monitor=cfg.probe.monitor, seed=cfg.seed,
                                 progress=print_progress)
@@ -162,9 +165,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "architecture": {"kind": "mlp", "width": cfg.probe.width, "layers": layers,
                                    "hidden_size": info["hidden_size"], "num_classes": len(classes),
                                    "model": str(cfg.model.name), "pooling": info["pooling"]}}
-        training, main_process = train_mlp(cfg, sweep, probes, parts, layers, record)
-        if not main_process:
-            return {}
+        training = train_mlp(cfg, sweep, probes, parts, layers, record)
 
     corpus_texts = {split: corpus.texts for split, corpus in corpora.items()}
     projection = fit_projection(parts["train"][0], parts["train"][1], len(classes))
