@@ -32,6 +32,7 @@ from affectlab.probing import (
 )
 
 LABELS = {"accuracy": "accuracy", "f1_macro": "macro-F1", "f1_weighted": "weighted F1"}
+CONFUSION_FIGURE_CLASSES = 12  # more classes (GoEmotions' 28): the confusion matrix as a CSV only, a figure unreadable
 
 
 @dataclass
@@ -213,8 +214,15 @@ def figures(report: LayerReport, folder: Path, name: str, corpus: str, earlier: 
         count = len(report.classes)
         confusion = np.zeros((count, count), dtype=np.int64)
         np.add.at(confusion, (report.test_labels.numpy(), predicted.numpy()), 1)
-        paths.append(plot_confusion(confusion, report.classes, folder / f"confusion_layer_{report.best_layer:02d}.png",
-                                    title=f"{name}, layer {report.best_layer} (test)"))
+        stem = folder / f"confusion_layer_{report.best_layer:02d}"
+        with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true \\ predicted", *report.classes])
+            writer.writerows([name_, *row] for name_, row in zip(report.classes, confusion.tolist()))
+        paths.append(stem.with_suffix(".csv"))
+        if count <= CONFUSION_FIGURE_CLASSES:
+            paths.append(plot_confusion(confusion, report.classes, stem.with_suffix(".png"),
+                                        title=f"{name}, layer {report.best_layer} (test)"))
         paths.append(plot_probe_pca(report.test_logits[report.best], report.test_labels, report.classes,
                                     folder / "probe_pca.png",
                                     title=f"{name}, layer {report.best_layer}: probe outputs"))
