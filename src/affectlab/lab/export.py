@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -123,16 +124,20 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
     uri = logger.experiment.tracking_uri
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    quiet = logging.getLogger("mlflow.utils.environment")  # "cannot resolve pip's version": no pip in a uv venv
+    level, quiet.level = quiet.level, logging.ERROR
     try:
         with mlflow.start_run(run_id=logger.run_id, nested=True):
             info = mlflow.pyfunc.log_model(
-                name=ARTIFACT, python_model=AffectlabModel(), artifacts={"bundle": str(bundle.folder)},
+                name=ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                artifacts={"bundle": str(bundle.folder)},
                 signature=ModelSignature(inputs=inputs, outputs=outputs), input_example=input_example,
                 registered_model_name=registered_name(bundle.experiment) if register else None,
-                pip_requirements=[], code_paths=None,
+                pip_requirements=[],
             )
     finally:
         mlflow.set_tracking_uri(previous)
+        quiet.level = level
     return info.model_uri
 
 

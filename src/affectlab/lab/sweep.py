@@ -153,6 +153,8 @@ class Sweep:
         """Log the summary metrics, artifacts and tables (name.json -> columns) to the parent run and end it."""
         if self.parent is None:
             return
+        from affectlab.lab.run import run_note
+
         client, run_id = self.parent.experiment, self.parent.run_id
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
@@ -160,6 +162,9 @@ class Sweep:
             client.log_table(run_id, data=table, artifact_file=name)
         for path in artifacts:
             client.log_artifact(run_id, str(path))
+        if metrics:
+            names = [Path(p).name for p in artifacts] + list(tables or {})
+            client.set_tag(run_id, "mlflow.note.content", run_note(self.parent.name or "sweep", metrics, names, run_id))
         self.parent.finalize("success" if status == "FINISHED" else "failed")
 
 

@@ -123,10 +123,10 @@ class Fusion:
                     choices=_mhpf_kinds)
     num_heads: int = key(3, "MHPF's heads", min=1)
     class_weighted: bool = key(True, "inverse-frequency class weights in the loss")
-    loss: str = key("renormalised_nll", "authors_ce (the authors' cross-entropy of the fused output taken as logits) | "
+    loss: str = key("authors_ce", "authors_ce (the authors' cross-entropy of the fused output taken as logits) | "
                                   "renormalised_nll (a likelihood of the renormalised fused probabilities)",
                     choices=_mhpf_losses)
-    init: str = key("small_random", "authors (torch.rand weights and gate, as published) | small_random (randn x 0.01, "
+    init: str = key("authors", "authors (torch.rand weights and gate, as published) | small_random (randn x 0.01, "
                                "zero gate)", choices=_mhpf_inits)
 
 
