@@ -8,13 +8,13 @@ at k / fps seconds (the stream's average rate). A window samples `num_frames` fr
 
 Faces: the project's detector (prepare's Haar cascade, or any `FaceDetector`) on the frames the windows sample, and on
 no other. Each sampled frame's face is searched first around the face of the previous sampled frame (`track`: the same
-person, in a region two faces wide downscaled to make that face TRACK_FACE_PX wide, a few milliseconds), then, when
-that finds nothing, as `prepare` does: the largest face of the whole frame, downscaled by `detect_scale` for the
-detector and its box scaled back. Boxes are rounded to whole pixels, as face.json stores them. In a window, a sampled
-frame without a face takes the box of the nearest sampled frame with one, else the whole frame (as in training); the
-window's body box is `prepare.body_box` of its frames' faces.
+person, in a region a little larger than that face, scaled to make it TRACK_FACE_PX wide: ~2 ms), then, when that
+finds nothing, as `prepare` does: the largest face of the whole frame, downscaled by `detect_scale` for the detector
+and its box scaled back (~30 ms at 640x360). Boxes are rounded to whole pixels, as face.json stores them. In a window,
+a sampled frame without a face takes the box of the nearest sampled frame with one, else the whole frame (as training
+does for a frame without a box); the window's body box is `prepare.body_box` of its frames' faces.
 
-The video is decoded once, front to back (`video.iter_frames`), and only the sampled frames are kept, each until the
+The video is decoded once, front to back, and only the sampled frames are converted to RGB and kept, each until the
 last window that uses it is cut; windows come out in chunks (`VideoWindows`), so memory stays flat on long videos.
 """
 
@@ -39,26 +39,29 @@ from affectlab.datasets.video import READERS, _open_pyav, _pillow_jpeg, _pyav_re
 # of the video up are found, for a quarter of the full-size search's time.
 DETECT_SCALE = 0.5
 # Tracking: the region searched reaches TRACK_REACH face widths (heights) beyond the previous sampled frame's face on
-# every side and is scaled to make that face TRACK_FACE_PX wide, which the Haar cascade finds reliably; it then looks
-# for faces from TRACK_MIN_FACE_PX (a face shrinking by a quarter) to the region's size. One such search costs ~2 ms
-# whatever the face's size, against ~30 ms for the whole 640x360 frame at DETECT_SCALE (tests/test_video_windows.py,
-# benchmarks/test_predict_speed.py).
-TRACK_REACH = 0.3
-TRACK_FACE_PX = 48
-TRACK_MIN_FACE_PX = 36
+# every side and is scaled to make that face TRACK_FACE_PX wide; the Haar cascade then looks for faces from
+# TRACK_MIN_FACE_PX (a face shrinking by a quarter) to the region's size. ~2.7 ms a frame for any face of 64 px or
+# more, against ~30 ms for a whole 640x360 frame at DETECT_SCALE (benchmarks/test_predict_speed.py). The cascade's
+# boxes grow looser as the face it sees gets smaller: on the astronaut test video its boxes overlap her face by IoU
+# 0.86 on average when tracked at 64 px, 0.78 searched in the whole frame at DETECT_SCALE, 0.69 if tracked at 48 px.
+TRACK_REACH = 0.2
+TRACK_FACE_PX = 64
+TRACK_MIN_FACE_PX = 48
 CHUNK = 32  # windows per VideoWindows
 _EPS = 1e-6  # seconds x fps that land on a frame boundary count as on it, despite float rounding
 
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Where the windows of a video lie: per window its start and end in seconds and the T 0-based frames it samples."""
+    """Where the windows of a video lie: per window its start and end in seconds, the frames it spans and the T it
+    samples (0-based frame numbers)."""
 
     video: Path
     fps: float
     frame_count: int
     start_s: np.ndarray  # [W] float64
     end_s: np.ndarray  # [W] float64
+    spans: np.ndarray  # [W, 2] int64: the window's first frame and the frame after its last
     frames: np.ndarray  # [W, T] int64, non-decreasing along T
 
     def __len__(self) -> int:
@@ -112,7 +115,7 @@ def plan_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: f
             f"{path}: window_s={window_s} holds {per_window} frame(s) at {fps:g} fps; expected at least the model's "
             f"{num_frames} frames per window (window_s >= {num_frames / fps:g})"
         )
-    starts, ends, frames = [], [], []
+    starts, ends, spans, frames = [], [], [], []
     duration = count / fps
     w = 0
     while True:
@@ -125,11 +128,13 @@ def plan_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: f
         end_frame = min(end_frame, count)
         starts.append(start)
         ends.append(duration if last else start + window_s)
+        spans.append((first, end_frame))
         frames.append([first + k for k in tsn_indices(end_frame - first, num_frames, train=False)])
         if last:
             break
         w += 1
     return WindowPlan(path, fps, count, np.asarray(starts, np.float64), np.asarray(ends, np.float64),
+                      np.asarray(spans, np.int64).reshape(len(spans), 2),
                       np.asarray(frames, np.int64).reshape(len(frames), num_frames))
 
 
@@ -157,8 +162,8 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
         raise DatasetError(f"{plan.video}: chunk={chunk!r}; expected at least 1 window per chunk")
     finder = None
     if not whole_frame:
-        tracker = detector or haar_face_detector(min_size=TRACK_MIN_FACE_PX)
-        finder = _FaceFinder(detector or haar_face_detector(), tracker if track else None, detect_scale)
+        tracker = (detector or haar_face_detector(min_size=TRACK_MIN_FACE_PX)) if track else None
+        finder = _FaceFinder(detector or haar_face_detector(), tracker, detect_scale)
     return _cut(plan, image_size, face_margin, reader, finder, chunk)
 
 
@@ -174,9 +179,8 @@ def _cut(plan: WindowPlan, image_size: int, face_margin: float, reader: str, fin
     frames = _sampled_frames(plan.video, reader, set(uses))
     try:
         for index, frame in frames:
-            if index in uses:
-                held[index] = Image.fromarray(frame)
-                faces_of[index] = finder(frame) if finder is not None else None
+            held[index] = Image.fromarray(frame)
+            faces_of[index] = finder(frame) if finder is not None else None
             while cut < count and needed_until[cut] <= index:
                 any_face |= batch.add(cut, held, faces_of, face_margin)
                 for k in set(plan.frames[cut].tolist()):
@@ -289,8 +293,8 @@ def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple
     """(0-based index, H x W x 3 uint8 RGB frame) of the `wanted` frames, in order, from one sequential pass over the
     video: `video.iter_frames`, except that the other frames are not converted to RGB (an inter-coded stream decodes
     them, as the wanted ones depend on them; a Motion-JPEG frame not wanted is not even decoded) and the pass stops
-    after the last wanted frame. With two thirds of a video's frames not sampled, that conversion is about a third
-    of decoding it all."""
+    after the last wanted frame. On 640x360 H.264 the conversion takes more than half of iter_frames' time, and
+    windows of 2 s every 1 s sample a sixth of the frames."""
     if reader == "decord":
         yield from ((k, frame) for k, frame in iter_frames(path, reader) if k in wanted)
         return
@@ -299,13 +303,18 @@ def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple
     last = max(wanted)
     container, stream = _open_pyav(path)
     context, index = stream.codec_context, 0
+    jpegs = context.name == "mjpeg"  # one intra-coded frame per packet
     try:
         for packet in container.demux(stream):  # the last packet (size 0) drains the decoder
-            if context.name == "mjpeg" and packet.size:  # one intra-coded frame per packet
+            if jpegs and packet.size:
                 if index in wanted:
                     image = _pillow_jpeg(context, packet)
-                    yield index, np.asarray(image) if image is not None else \
-                        context.decode(packet)[0].to_ndarray(format="rgb24")
+                    if image is None:  # a JPEG Pillow does not read: FFmpeg's decoder
+                        decoded = context.decode(packet)
+                        if not decoded:
+                            raise DatasetError(f"{path}: frame {index} decodes to nothing; expected a readable video")
+                        image = decoded[0].to_ndarray(format="rgb24")
+                    yield index, np.asarray(image)
                 index += 1
             else:
                 for frame in context.decode(packet if packet.size else None):
@@ -314,7 +323,9 @@ def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple
                     index += 1
             if index > last:
                 return
-    except (av.FFmpegError, OSError, SyntaxError, ValueError, IndexError) as exc:
+    except DatasetError:
+        raise
+    except (av.FFmpegError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot decode frame {index} ({_pyav_reason(exc)}); expected a readable video, "
                            "not a truncated or damaged file") from None
     finally:
