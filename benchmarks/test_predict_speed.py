@@ -37,7 +37,7 @@ from affectlab.models import ClipCaer, create_clip
 
 SECONDS, FPS, WIDTH, HEIGHT = 60, 25, 640, 360
 WINDOW_S, HOP_S = 2.0, 1.0
-ROUNDS = 2
+ROUNDS = 3
 CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / "configs" / "raer.yaml").read_text())
 
 

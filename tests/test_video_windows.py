@@ -112,9 +112,12 @@ def test_the_detector_sees_only_the_sampled_frames_downscaled(tmp_path):
     detect = haar_face_detector()
     video = write_mjpeg_avi(tmp_path / "talk.avi", astronaut_frames(75)[0], fps=FPS)
     windows = cut(video, detector=haar)
-    assert len(seen) == len(np.unique(windows.frames))  # once per sampled frame: each found where the last one was
-    assert seen[0] == (HEIGHT // 2, WIDTH // 2)  # the first, in the whole frame at detect_scale 0.5
-    assert all(h * w < HEIGHT * WIDTH / 8 for h, w in seen[1:])  # the others around the previous face
+    sampled = len(np.unique(windows.frames))
+    # The first frame whole at detect_scale 0.5; every other one in a region around the previous face (a second, wider
+    # one when the head moved too far for the first), each found there: no other whole frame.
+    assert seen[0] == (HEIGHT // 2, WIDTH // 2)
+    assert all(h * w < HEIGHT * WIDTH / 4 for h, w in seen[1:])
+    assert sampled <= len(seen) <= 2 * sampled - 1
 
 
 def test_a_frame_without_a_face_takes_the_nearest_face_of_its_window(tmp_path):

@@ -7,12 +7,13 @@ at k / fps seconds (the stream's average rate). A window samples `num_frames` fr
 (`tsn_indices`: the centres of T equal segments).
 
 Faces: the project's detector (prepare's Haar cascade, or any `FaceDetector`) on the frames the windows sample, and on
-no other. Each sampled frame's face is searched first around the face of the previous sampled frame (`track`: the same
-person, in a region a little larger than that face, scaled to make it TRACK_FACE_PX wide: ~2 ms), then, when that
-finds nothing, as `prepare` does: the largest face of the whole frame, downscaled by `detect_scale` for the detector
-and its box scaled back (~30 ms at 640x360). Boxes are rounded to whole pixels, as face.json stores them. In a window,
-a sampled frame without a face takes the box of the nearest sampled frame with one, else the whole frame (as training
-does for a frame without a box); the window's body box is `prepare.body_box` of its frames' faces.
+no other. Each sampled frame's face is searched first around the face of the previous sampled frame (`track`: the
+same person, in a region a little larger than that face, scaled to make it TRACK_FACE_PX wide, ~2 ms; then in a
+wider one), and when that finds nothing as `prepare` does: the largest face of the whole frame, downscaled by
+`detect_scale` for the detector and its box scaled back (~30 ms at 640x360). Boxes are rounded to whole pixels, as
+face.json stores them. In a window, a sampled frame without a face takes the box of the nearest sampled frame with
+one, else the whole frame (as training does for a frame without a box); the window's body box is `prepare.body_box`
+of its frames' faces.
 
 The video is decoded once, front to back, and only the sampled frames are converted to RGB and kept, each until the
 last window that uses it is cut; windows come out in chunks (`VideoWindows`), so memory stays flat on long videos.
@@ -38,13 +39,15 @@ from affectlab.datasets.video import READERS, _open_pyav, _pillow_jpeg, _pyav_re
 # The whole-frame search runs on frames downscaled by this: with the Haar cascade's 24 px minimum, faces from ~48 px
 # of the video up are found, for a quarter of the full-size search's time.
 DETECT_SCALE = 0.5
-# Tracking: the region searched reaches TRACK_REACH face widths (heights) beyond the previous sampled frame's face on
-# every side and is scaled to make that face TRACK_FACE_PX wide; the Haar cascade then looks for faces from
-# TRACK_MIN_FACE_PX (a face shrinking by a quarter) to the region's size. ~2.7 ms a frame for any face of 64 px or
-# more, against ~30 ms for a whole 640x360 frame at DETECT_SCALE (benchmarks/test_predict_speed.py). The cascade's
-# boxes grow looser as the face it sees gets smaller: on the astronaut test video its boxes overlap her face by IoU
-# 0.86 on average when tracked at 64 px, 0.78 searched in the whole frame at DETECT_SCALE, 0.69 if tracked at 48 px.
-TRACK_REACH = 0.2
+# Tracking: the region searched reaches TRACK_REACH[0] face widths (heights) beyond the previous sampled frame's face
+# on every side (then TRACK_REACH[1], for a head that moved further) and is scaled to make that face TRACK_FACE_PX
+# wide; the Haar cascade then looks for faces from TRACK_MIN_FACE_PX (a face shrinking by a quarter) to the region's
+# size. ~2 ms a frame for any face of 64 px or more, against ~30 ms for a whole 640x360 frame at DETECT_SCALE
+# (benchmarks/test_predict_speed.py). The cascade's boxes grow looser as the face it sees gets smaller and as the
+# region allows. Mean IoU with the astronaut's face on the videos of tests/test_video_windows.py (320x240, fast moves)
+# and of the benchmark (640x360): tracked so 0.89 / 0.88; the whole frame searched at DETECT_SCALE 0.77 / 0.75, at
+# full size (as prepare does, 4x the time) 0.90 / 0.80; tracked at 48 px with a reach of 0.3, 0.69 / 0.68.
+TRACK_REACH = (0.15, 0.5)
 TRACK_FACE_PX = 64
 TRACK_MIN_FACE_PX = 48
 CHUNK = 32  # windows per VideoWindows
@@ -98,13 +101,19 @@ def plan_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: f
     """The windows of the video at `path` (see the module's docstring), from its frame count and rate alone: it opens
     the file and counts its frames without decoding any. DatasetError, naming the file, for an unreadable or empty
     video, a window or hop that is not a positive number of seconds, or a window too short for `num_frames`."""
-    path = Path(path)
+    return _plan(Path(path), num_frames, window_s, hop_s, reader)[0]
+
+
+def _plan(path: Path, num_frames: int, window_s: float, hop_s: float,
+          reader: str) -> tuple[WindowPlan, dict[int, int] | None]:
+    """plan_windows, and the display index of each packet's timestamp (None: read frames in the order they come)."""
     for name, value in (("window_s", window_s), ("hop_s", hop_s)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise DatasetError(f"{path}: {name}={value!r}; expected a positive number of seconds")
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise DatasetError(f"{path}: num_frames={num_frames!r}; expected the model's frame count, an integer >= 1")
-    count = _frame_count(path, check_reader(reader))
+    display = _display_order(path, check_reader(reader))
+    count = len(display) if isinstance(display, dict) else display
     fps = frame_rate(path)
     if not fps > 0:
         raise DatasetError(f"{path}: the video states no frame rate; expected one (FFmpeg's avg_frame_rate) to place "
@@ -133,9 +142,10 @@ def plan_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: f
         if last:
             break
         w += 1
-    return WindowPlan(path, fps, count, np.asarray(starts, np.float64), np.asarray(ends, np.float64),
+    plan = WindowPlan(path, fps, count, np.asarray(starts, np.float64), np.asarray(ends, np.float64),
                       np.asarray(spans, np.int64).reshape(len(spans), 2),
                       np.asarray(frames, np.int64).reshape(len(frames), num_frames))
+    return plan, display if isinstance(display, dict) else None
 
 
 def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: float, image_size: int,
@@ -153,7 +163,7 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
 
     Once the last chunk is taken, a video in which no frame had a face raises DatasetError (unless whole_frame):
     write what was predicted only after the iterator is exhausted."""
-    plan = plan_windows(path, num_frames=num_frames, window_s=window_s, hop_s=hop_s, reader=reader)
+    plan, display = _plan(Path(path), num_frames, window_s, hop_s, reader)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise DatasetError(f"{plan.video}: image_size={image_size!r}; expected the model's input size, an integer >= 1")
     if not 0 < detect_scale <= 1:
@@ -164,11 +174,11 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
     if not whole_frame:
         tracker = (detector or haar_face_detector(min_size=TRACK_MIN_FACE_PX)) if track else None
         finder = _FaceFinder(detector or haar_face_detector(), tracker, detect_scale)
-    return _cut(plan, image_size, face_margin, reader, finder, chunk)
+    return _cut(plan, display, image_size, face_margin, reader, finder, chunk)
 
 
-def _cut(plan: WindowPlan, image_size: int, face_margin: float, reader: str, finder: _FaceFinder | None,
-         chunk: int) -> Iterator[VideoWindows]:
+def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face_margin: float, reader: str,
+         finder: _FaceFinder | None, chunk: int) -> Iterator[VideoWindows]:
     count = len(plan)
     uses = Counter(int(k) for row in plan.frames for k in set(row.tolist()))  # frame -> windows still to cut with it
     needed_until = plan.frames.max(axis=1)  # per window, the last frame it samples
@@ -176,7 +186,7 @@ def _cut(plan: WindowPlan, image_size: int, face_margin: float, reader: str, fin
     faces_of: dict[int, tuple[int, int, int, int] | None] = {}
     batch = _Batch(plan, 0, min(chunk, count), image_size)
     cut, any_face, index = 0, False, -1
-    frames = _sampled_frames(plan.video, reader, set(uses))
+    frames = _sampled_frames(plan.video, reader, set(uses), display)
     try:
         for index, frame in frames:
             held[index] = Image.fromarray(frame)
@@ -232,7 +242,8 @@ class _Batch:
         if body is not None:
             self.body_boxes[row] = body
         for t, k in enumerate(sampled):
-            # A frame without a face takes the nearest one's in this window (the earlier on a tie), else the whole frame.
+            # A frame without a face takes the nearest one's in this window (the earlier on a tie), else the whole
+            # frame.
             nearest = min(found, key=lambda j: abs(j - k), default=None)
             face = faces_of[nearest] if nearest is not None else None
             if face is not None:
@@ -262,9 +273,13 @@ class _FaceFinder:
         face = None
         if self.tracker is not None and self.previous is not None:
             x1, y1, x2, y2 = self.previous
-            reach_x, reach_y = round(TRACK_REACH * (x2 - x1)), round(TRACK_REACH * (y2 - y1))
-            region = (max(0, x1 - reach_x), max(0, y1 - reach_y), min(width, x2 + reach_x), min(height, y2 + reach_y))
-            face = self._search(self.tracker, frame, region, min(1.0, TRACK_FACE_PX / max(x2 - x1, 1)))
+            for reach in TRACK_REACH:
+                reach_x, reach_y = round(reach * (x2 - x1)), round(reach * (y2 - y1))
+                region = (max(0, x1 - reach_x), max(0, y1 - reach_y), min(width, x2 + reach_x),
+                          min(height, y2 + reach_y))
+                face = self._search(self.tracker, frame, region, min(1.0, TRACK_FACE_PX / max(x2 - x1, 1)))
+                if face is not None:
+                    break
         if face is None:
             face = self._search(self.detector, frame, (0, 0, width, height), self.scale)
         self.previous = face
@@ -289,21 +304,24 @@ class _FaceFinder:
         return tuple(int(round(v)) for v in box)
 
 
-def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+def _sampled_frames(path: Path, reader: str, wanted: set[int],
+                    display: dict[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """(0-based index, H x W x 3 uint8 RGB frame) of the `wanted` frames, in order, from one sequential pass over the
-    video: `video.iter_frames`, except that the other frames are not converted to RGB (an inter-coded stream decodes
-    them, as the wanted ones depend on them; a Motion-JPEG frame not wanted is not even decoded) and the pass stops
-    after the last wanted frame. On 640x360 H.264 the conversion takes more than half of iter_frames' time, and
-    windows of 2 s every 1 s sample a sixth of the frames."""
+    video that stops after the last of them: `video.iter_frames` without the work for the other frames. They are not
+    converted to RGB (on 640x360 H.264 that is over half of iter_frames' time, and windows of 2 s every 1 s sample a
+    sixth of the frames); those no other frame refers to (most B-frames) are not decoded, with `display` (packet
+    timestamp -> display index) to tell which packet holds which frame; a Motion-JPEG frame not wanted is not decoded
+    at all. Without `display` the frames are counted as they come out."""
     if reader == "decord":
         yield from ((k, frame) for k, frame in iter_frames(path, reader) if k in wanted)
         return
     import av
 
-    last = max(wanted)
+    remaining = len(wanted)
     container, stream = _open_pyav(path)
     context, index = stream.codec_context, 0
     jpegs = context.name == "mjpeg"  # one intra-coded frame per packet
+    skipping = "DEFAULT"
     try:
         for packet in container.demux(stream):  # the last packet (size 0) drains the decoder
             if jpegs and packet.size:
@@ -315,13 +333,20 @@ def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple
                             raise DatasetError(f"{path}: frame {index} decodes to nothing; expected a readable video")
                         image = decoded[0].to_ndarray(format="rgb24")
                     yield index, np.asarray(image)
+                    remaining -= 1
                 index += 1
             else:
+                if display is not None and packet.size:
+                    wanted_here = display.get(packet.pts) in wanted
+                    if skipping != ("DEFAULT" if wanted_here else "NONREF"):
+                        skipping = context.skip_frame = "DEFAULT" if wanted_here else "NONREF"
                 for frame in context.decode(packet if packet.size else None):
-                    if index in wanted:
-                        yield index, frame.to_ndarray(format="rgb24")
+                    k = display.get(frame.pts) if display is not None else index
                     index += 1
-            if index > last:
+                    if k in wanted:
+                        yield k, frame.to_ndarray(format="rgb24")
+                        remaining -= 1
+            if not remaining:
                 return
     except DatasetError:
         raise
@@ -332,21 +357,24 @@ def _sampled_frames(path: Path, reader: str, wanted: set[int]) -> Iterator[tuple
         container.close()
 
 
-def _frame_count(path: Path, reader: str) -> int:
-    """How many frames the video's container lists (its video packets, counted without decoding any), as RaerDataset
-    counts them; DatasetError for a file that is not a readable video or has no frame."""
+def _display_order(path: Path, reader: str) -> dict[int, int] | int:
+    """How many frames the video's container lists (its video packets, read without decoding any), as RaerDataset
+    counts them: as {packet timestamp: display index} when every packet has its own timestamp, else as their number.
+    DatasetError for a file that is not a readable video or has no frame."""
     if reader == "decord":
         return probe_video(path, reader)[0]
     import av
 
     container, stream = _open_pyav(path)
     try:
-        count = sum(1 for packet in container.demux(stream) if packet.size)
+        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
     except av.FFmpegError as exc:
         raise DatasetError(f"{path}: cannot read its packets ({_pyav_reason(exc)}); expected a readable video, not a "
                            "truncated or damaged file") from None
     finally:
         container.close()
-    if count < 1:
+    if not stamps:
         raise DatasetError(f"{path}: video has 0 frames; expected at least 1")
-    return count
+    if None in stamps or len(set(stamps)) < len(stamps):
+        return len(stamps)
+    return {stamp: k for k, stamp in enumerate(sorted(stamps))}
