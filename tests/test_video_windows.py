@@ -17,7 +17,8 @@ from test_meld_clips import write_mp4
 
 from affectlab.datasets import DatasetError, RaerDataset, read_annotation
 from affectlab.datasets.prepare import haar_face_detector
-from affectlab.datasets.video import write_mjpeg_avi
+from affectlab.datasets.raer import crop_into, crop_regions
+from affectlab.datasets.video import read_images, write_mjpeg_avi
 from affectlab.datasets.windows import cut_windows, plan_windows
 from affectlab.lab.timeline import plot_timeline
 
@@ -215,6 +216,23 @@ def test_crops_equal_raer_datasets_for_a_whole_h264_video(tmp_path):
                        face_margin=MARGIN, normalise=False)[0]
     np.testing.assert_array_equal(item["face"].numpy(), windows.faces[0])
     np.testing.assert_array_equal(item["context"].numpy(), windows.contexts[0])
+
+
+def test_every_windows_crops_are_of_the_frames_the_video_reader_gives(tmp_path):
+    # H.264 with B-frames (libx264's defaults): the windows decode in one pass, skipping frames no sampled one needs;
+    # the project's random-access reader (RaerDataset's) must give the very same sampled frames.
+    frames, _ = astronaut_frames(75)
+    video = write_mp4(tmp_path / "talk.mp4", frames, fps=FPS)
+    windows = cut(video, hop_s=0.25)
+    decoded = read_images(video, np.unique(windows.frames).tolist())
+    face, context = np.empty((3, SIZE, SIZE), np.uint8), np.empty((3, SIZE, SIZE), np.uint8)
+    for w, t in np.ndindex(windows.frames.shape):
+        k = int(windows.frames[w, t])
+        body = None if np.isnan(windows.body_boxes[w, 0]) else windows.body_boxes[w].tolist()
+        crop_into(decoded[k], *crop_regions(windows.face_boxes[w, t].tolist(), body, WIDTH, HEIGHT, MARGIN), face,
+                  context)
+        np.testing.assert_array_equal(windows.faces[w, t], face)
+        np.testing.assert_array_equal(windows.contexts[w, t], context)
 
 
 def test_whole_frame_mode_crops_the_whole_frame_without_detecting(tmp_path):

@@ -192,6 +192,10 @@ def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face
             held[index] = Image.fromarray(frame)
             faces_of[index] = finder(frame) if finder is not None else None
             while cut < count and needed_until[cut] <= index:
+                missing = sorted(k for k in set(plan.frames[cut].tolist()) if k not in held)
+                if missing:  # timestamps that map to no frame, or out of order
+                    raise DatasetError(f"{plan.video}: frames {missing} never came out of the decoder; expected a "
+                                       "readable video with one timestamp per frame")
                 any_face |= batch.add(cut, held, faces_of, face_margin)
                 for k in set(plan.frames[cut].tolist()):
                     uses[k] -= 1
