@@ -62,6 +62,9 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model() -> tuple[ClipCaer, int]:
+    # One torch thread: with two, this tiny model's forward costs ~3x the CPU time on this 2-core machine (the
+    # OpenMP threads wait for each other) and predict drops to ~0.3x decode-only CPU time.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     clip = create_clip(CONFIG["model"]["backbone"])
     texts = load_label_set(CONFIG["data"]["label_set"]).descriptors
@@ -73,12 +76,20 @@ def decode_only(path: Path) -> int:
     return sum(1 for _ in iter_frames(path))
 
 
+def cut(path: Path, image_size: int):
+    return cut_windows(path, num_frames=CONFIG["data"]["num_segments"], window_s=WINDOW_S, hop_s=HOP_S,
+                       image_size=image_size, face_margin=CONFIG["data"]["face_margin"])
+
+
+def windows_only(path: Path, image_size: int) -> int:
+    return sum(len(windows) for windows in cut(path, image_size))
+
+
 def predict(path: Path, net: ClipCaer, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(class probabilities [W, C], face found [W]) of every window of the video."""
     probs, found = [], []
     with torch.inference_mode():
-        for windows in cut_windows(path, num_frames=CONFIG["data"]["num_segments"], window_s=WINDOW_S, hop_s=HOP_S,
-                                   image_size=image_size, face_margin=CONFIG["data"]["face_margin"]):
+        for windows in cut(path, image_size):
             face = normalise_pixels(torch.from_numpy(windows.faces), CLIP_MEAN, CLIP_STD)
             context = normalise_pixels(torch.from_numpy(windows.contexts), CLIP_MEAN, CLIP_STD)
             probs.append(net(face, context).softmax(dim=-1).numpy())
@@ -86,32 +97,37 @@ def predict(path: Path, net: ClipCaer, image_size: int) -> tuple[np.ndarray, np.
     return np.concatenate(probs), np.concatenate(found)
 
 
-def timed(run) -> tuple[float, float, object]:
+def fastest(run, rounds: list) -> None:
+    """Time one call of `run` into `rounds`: (wall-clock s, CPU s of every thread of the process, its result)."""
     wall, cpu = time.perf_counter(), time.process_time()
     result = run()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    rounds.append((time.perf_counter() - wall, time.process_time() - cpu, result))
 
 
 def test_predict_throughput_against_decode_only(video, model):
     net, image_size = model
     frames = SECONDS * FPS
-    decodes, predicts = [], []
+    timings: dict[str, list] = {"decode only": [], "windows only": [], "predict": []}
     for _ in range(ROUNDS):
-        decodes.append(timed(lambda: decode_only(video)))
-        predicts.append(timed(lambda: predict(video, net, image_size)))
-    assert all(result == frames for _, _, result in decodes)
-    probs, found = predicts[0][2]
-    windows = len(probs)
-    decode_wall, decode_cpu = min(t for t, _, _ in decodes), min(c for _, c, _ in decodes)
-    predict_wall, predict_cpu = min(t for t, _, _ in predicts), min(c for _, c, _ in predicts)
-    ratio = decode_wall / predict_wall
-    print(f"\n{SECONDS} s video, {WIDTH}x{HEIGHT} at {FPS} fps, H.264 ({video.stat().st_size / 1e6:.1f} MB); {windows} "
+        fastest(lambda: decode_only(video), timings["decode only"])
+        fastest(lambda: windows_only(video, image_size), timings["windows only"])
+        fastest(lambda: predict(video, net, image_size), timings["predict"])
+    assert all(result == frames for _, _, result in timings["decode only"])
+    probs, found = timings["predict"][0][2]
+    count = len(probs)
+    best = {name: (min(t for t, _, _ in runs), min(c for _, c, _ in runs)) for name, runs in timings.items()}
+    print(f"\n{SECONDS} s video, {WIDTH}x{HEIGHT} at {FPS} fps, H.264 ({video.stat().st_size / 1e6:.1f} MB); {count} "
           f"windows of {WINDOW_S:g} s every {HOP_S:g} s, {CONFIG['data']['num_segments']} frames each at {image_size} "
-          f"px, {CONFIG['model']['backbone']}; fastest of {ROUNDS} rounds")
-    print(f"  decode only  {frames / decode_wall:7.1f} frames/s  (CPU {frames / decode_cpu:7.1f} frames per CPU-s)")
-    print(f"  predict      {frames / predict_wall:7.1f} frames/s  (CPU {frames / predict_cpu:7.1f} frames per CPU-s), "
-          f"{windows / predict_wall:.1f} windows/s")
-    print(f"  predict / decode only: {ratio:.2f} wall-clock, {decode_cpu / predict_cpu:.2f} CPU time")
-    assert windows == 59 and found.all()
+          f"px, {CONFIG['model']['backbone']}; fastest of {ROUNDS} rounds, wall-clock (CPU time)")
+    for name, (wall, cpu) in best.items():
+        rates = f"{frames / wall:7.1f} frames/s ({frames / cpu:7.1f} per CPU-s)"
+        if name != "decode only":
+            rates += f", {count / wall:5.1f} windows/s ({count / cpu:5.1f} per CPU-s)"
+        print(f"  {name:13s} {rates}")
+    (decode_wall, decode_cpu), (predict_wall, predict_cpu) = best["decode only"], best["predict"]
+    print(f"  predict / decode only: {decode_wall / predict_wall:.2f} wall-clock, {decode_cpu / predict_cpu:.2f} "
+          "CPU time")
+    assert count == 59 and found.all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert ratio >= 0.5
+    # CPU time: on the shared machine the wall-clock of one single-threaded pass swings by 2x with the other jobs.
+    assert decode_cpu / predict_cpu >= 0.5

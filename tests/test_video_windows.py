@@ -235,6 +235,13 @@ def test_every_windows_crops_are_of_the_frames_the_video_reader_gives(tmp_path):
         np.testing.assert_array_equal(windows.contexts[w, t], context)
 
 
+def test_the_decord_reader_gives_the_same_windows(tmp_path):
+    video = write_mp4(tmp_path / "talk.mp4", astronaut_frames(50)[0], fps=FPS)  # H.264: both readers decode alike
+    pyav, decord = cut(video), cut(video, reader="decord")
+    for name in ("frames", "faces", "contexts", "face_boxes", "body_boxes"):
+        np.testing.assert_array_equal(getattr(decord, name), getattr(pyav, name))
+
+
 def test_whole_frame_mode_crops_the_whole_frame_without_detecting(tmp_path):
     frame = np.zeros((180, 320, 3), np.uint8)
     frame[:, :160] = (200, 30, 30)  # left half red, right half blue; no face anywhere

@@ -41,14 +41,15 @@ from affectlab.datasets.video import READERS, _open_pyav, _pillow_jpeg, _pyav_re
 DETECT_SCALE = 0.5
 # Tracking: the region searched reaches TRACK_REACH[0] face widths (heights) beyond the previous sampled frame's face
 # on every side (then TRACK_REACH[1], for a head that moved further) and is scaled to make that face TRACK_FACE_PX
-# wide; the Haar cascade then looks for faces from TRACK_MIN_FACE_PX (a face shrinking by a quarter) to the region's
-# size. ~2 ms a frame for any face of 64 px or more, against ~30 ms for a whole 640x360 frame at DETECT_SCALE
+# wide; the Haar cascade then looks for faces from TRACK_MIN_FACE_PX (a face shrinking by a fifth) to the region's
+# size. ~2 ms a frame for any face of 60 px or more, against ~30 ms for a whole 640x360 frame at DETECT_SCALE
 # (benchmarks/test_predict_speed.py). The cascade's boxes grow looser as the face it sees gets smaller and as the
 # region allows. Mean IoU with the astronaut's face on the videos of tests/test_video_windows.py (320x240, fast moves)
-# and of the benchmark (640x360): tracked so 0.89 / 0.88; the whole frame searched at DETECT_SCALE 0.77 / 0.75, at
-# full size (as prepare does, 4x the time) 0.90 / 0.80; tracked at 48 px with a reach of 0.3, 0.69 / 0.68.
+# and of the benchmark (640x360): tracked so 0.87 / 0.86 (at 64 px 0.89 / 0.88, 8% more time; at 48 px with a reach
+# of 0.3, 0.69 / 0.68); the whole frame searched at DETECT_SCALE 0.77 / 0.75, at full size (as prepare does, 4x the
+# time) 0.90 / 0.80.
 TRACK_REACH = (0.15, 0.5)
-TRACK_FACE_PX = 64
+TRACK_FACE_PX = 60
 TRACK_MIN_FACE_PX = 48
 CHUNK = 32  # windows per VideoWindows
 _EPS = 1e-6  # seconds x fps that land on a frame boundary count as on it, despite float rounding
@@ -157,9 +158,11 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
     here); the frames are decoded as the chunks are taken.
 
     whole_frame: no face detection; every frame is its own face crop and context, as in training for a clip without
-    boxes. detector: RGB frame -> face boxes (default: prepare's Haar cascade). detect_scale: the whole-frame search's
-    downscale (1.0 finds faces down to the detector's minimum, at about 4x the time of the default 0.5). track: search
-    around the previous sampled frame's face first (False: the largest face of each whole frame, as `prepare` does).
+    boxes. detector: RGB frame -> face boxes (default: prepare's Haar cascade; a detector given is used for the
+    tracked regions too). detect_scale: the whole-frame search's downscale (1.0 finds faces down to the detector's
+    minimum, at about 4x the time of the default 0.5). track: search around the previous sampled frame's face first,
+    following one person (False: the largest face of each whole frame, as `prepare` does, ~15x the detector's time).
+    reader: "pyav" (the default) or "decord", as for RaerDataset.
 
     Once the last chunk is taken, a video in which no frame had a face raises DatasetError (unless whole_frame):
     write what was predicted only after the iterator is exhausted."""
