@@ -516,16 +516,18 @@ def crop_regions(face_box, body_box, width: int, height: int, face_margin: float
     return face_region, body_region
 
 
-def crop_into(image: Image.Image, face_region, body_region, face: np.ndarray, context: np.ndarray,
+def crop_into(image: Image.Image, face_region, body_region, face: np.ndarray | None, context: np.ndarray,
               full_size: tuple[int, int] | None = None) -> None:
     """Write a frame's face crop (its face region resized to S x S) and its context (the body region letterboxed on a
-    black S x S canvas) into `face` and `context` ([3, S, S] uint8). The regions are in the pixels of the full frame;
-    `image` is its RGB decode, which may be a reduced one of a `full_size` frame."""
+    black S x S canvas) into `face` and `context` ([3, S, S] uint8); `face` None: the context only. The regions are in
+    the pixels of the full frame; `image` is its RGB decode, which may be a reduced one of a `full_size` frame."""
     width, height = full_size or image.size
     sx, sy = image.width / width, image.height / height
-    size = face.shape[-1]
-    resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_region, sx, sy), reducing_gap=REDUCING_GAP)
-    face[:] = np.asarray(resized).transpose(2, 0, 1)
+    if face is not None:
+        size = face.shape[-1]
+        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_region, sx, sy),
+                               reducing_gap=REDUCING_GAP)
+        face[:] = np.asarray(resized).transpose(2, 0, 1)
     _letterbox_into(image, _scale(body_region, sx, sy), context)
 
 

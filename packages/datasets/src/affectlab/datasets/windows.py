@@ -21,6 +21,7 @@ last window that uses it is cut; windows come out in chunks (`VideoWindows`), so
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -175,8 +176,8 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
         raise DatasetError(f"{plan.video}: chunk={chunk!r}; expected at least 1 window per chunk")
     finder = None
     if not whole_frame:
-        tracker = (detector or haar_face_detector(min_size=TRACK_MIN_FACE_PX)) if track else None
-        finder = _FaceFinder(detector or haar_face_detector(), tracker, detect_scale)
+        tracker = (detector or _haar(TRACK_MIN_FACE_PX)) if track else None
+        finder = _FaceFinder(detector or _haar(), tracker, detect_scale)
     return _cut(plan, display, image_size, face_margin, reader, finder, chunk)
 
 
@@ -187,6 +188,7 @@ def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face
     needed_until = plan.frames.max(axis=1)  # per window, the last frame it samples
     held: dict[int, Image.Image] = {}
     faces_of: dict[int, tuple[int, int, int, int] | None] = {}
+    face_crops: dict[int, dict] = {}  # frame -> {face box: its face crop}, for the next window using that frame
     batch = _Batch(plan, 0, min(chunk, count), image_size)
     cut, any_face, index = 0, False, -1
     frames = _sampled_frames(plan.video, reader, set(uses), display)
@@ -199,11 +201,12 @@ def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face
                 if missing:  # timestamps that map to no frame, or out of order
                     raise DatasetError(f"{plan.video}: frames {missing} never came out of the decoder; expected a "
                                        "readable video with one timestamp per frame")
-                any_face |= batch.add(cut, held, faces_of, face_margin)
+                any_face |= batch.add(cut, held, faces_of, face_crops, face_margin)
                 for k in set(plan.frames[cut].tolist()):
                     uses[k] -= 1
                     if not uses[k]:
                         del uses[k], held[k], faces_of[k]
+                        face_crops.pop(k, None)
                 cut += 1
                 if cut - batch.first == len(batch.start_s) and cut < count:
                     yield batch.windows()
@@ -239,8 +242,9 @@ class _Batch:
         self.body_boxes = np.full((n, 4), np.nan, np.float32)
         self.detected = np.zeros((n, t), bool)
 
-    def add(self, w: int, held: dict[int, Image.Image], faces_of: dict, face_margin: float) -> bool:
-        """Crop window w from the held frames and their faces; whether any of its frames had a face."""
+    def add(self, w: int, held: dict[int, Image.Image], faces_of: dict, face_crops: dict, face_margin: float) -> bool:
+        """Crop window w from the held frames and their faces (a face crop made for an earlier window is copied from
+        `face_crops`, where this window's are kept); whether any of its frames had a face."""
         row = w - self.first
         sampled = self.frames[row].tolist()
         found = sorted(k for k in set(sampled) if faces_of[k] is not None)
@@ -257,7 +261,13 @@ class _Batch:
                 self.face_boxes[row, t] = face
             self.detected[row, t] = faces_of[k] is not None
             face_region, body_region = crop_regions(face, body, width, height, face_margin)
-            crop_into(held[k], face_region, body_region, self.faces[row, t], self.contexts[row, t])
+            made = face_crops.setdefault(k, {}).get(face)
+            if made is not None:
+                self.faces[row, t] = made
+            crop_into(held[k], face_region, body_region, None if made is not None else self.faces[row, t],
+                      self.contexts[row, t])
+            if made is None:
+                face_crops[k][face] = self.faces[row, t].copy()
         return bool(found)
 
     def windows(self) -> VideoWindows:
@@ -309,6 +319,12 @@ class _FaceFinder:
         sx, sy = size[0] / (x2 - x1), size[1] / (y2 - y1)
         box = (x1 + face[0] / sx, y1 + face[1] / sy, x1 + face[2] / sx, y1 + face[3] / sy)
         return tuple(int(round(v)) for v in box)
+
+
+@functools.cache
+def _haar(min_size: int = 24) -> FaceDetector:
+    """prepare's Haar cascade, loaded once per process for all the videos cut."""
+    return haar_face_detector(min_size)
 
 
 def _sampled_frames(path: Path, reader: str, wanted: set[int],
