@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -54,16 +55,19 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of boxes [..., 4]."""
     w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    area = lambda box: (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])  # noqa: E731
+    def area(box: np.ndarray) -> np.ndarray:
+        return (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
+
     return w * h / (area(a) + area(b) - w * h)
 
 
-def cut(path: Path, **options):
-    """Every window of the video as one VideoWindows-like namespace of concatenated arrays."""
+def cut(path: Path, **options) -> SimpleNamespace:
+    """Every window of the video (1 s windows every 0.5 s unless `options` say otherwise), the arrays of its chunks
+    concatenated."""
     settings = dict(num_frames=T, window_s=1.0, hop_s=0.5, image_size=SIZE, face_margin=MARGIN) | options
     chunks = list(cut_windows(path, **settings))
     names = ("start_s", "end_s", "frames", "faces", "contexts", "face_boxes", "body_boxes", "detected", "face_found")
-    return type("Windows", (), {name: np.concatenate([getattr(c, name) for c in chunks]) for name in names})
+    return SimpleNamespace(**{name: np.concatenate([getattr(c, name) for c in chunks]) for name in names})
 
 
 def flat_video(path: Path, count: int, colour=(40, 160, 90)) -> Path:
@@ -171,35 +175,37 @@ def test_chunks_of_windows_add_up_to_the_whole(tmp_path):
         np.testing.assert_array_equal(np.concatenate([getattr(c, name) for c in chunks]), getattr(whole[0], name))
 
 
-def raer_clip(root: Path, video: Path, frames: list[int], face_boxes: np.ndarray, body: np.ndarray) -> RaerDataset:
-    """A RAER root holding `video` as clip "talk", its face.json giving `frames` (1-based numbers in the clip) the
-    `face_boxes` (NaN: no box) and body.json the `body` box; the dataset at the windows' T, size and margin."""
+def raer_item(root: Path, video: Path, count: int, frames: list[int], face_boxes: np.ndarray,
+              body: np.ndarray) -> dict:
+    """RaerDataset's item (uint8, the windows' T, size and margin) of a RAER root holding `video` of `count` frames
+    as its one clip, with face.json giving its 1-based `frames` the `face_boxes` (NaN: no box) and body.json the
+    `body` box."""
     clip = root / "images" / f"talk{video.suffix}"
     clip.parent.mkdir(parents=True)
     shutil.copyfile(video, clip)
     faces = {f"{k}.jpg": [int(v) for v in box] for k, box in zip(frames, face_boxes.tolist()) if not np.isnan(box[0])}
-    (root / "bounding_box").mkdir()
-    (root / "bounding_box" / "face.json").write_text(json.dumps({"talk": faces}))
     body_box = None if np.isnan(body[0]) else [int(v) for v in body]
-    (root / "bounding_box" / "body.json").write_text(json.dumps({"talk": body_box}))
-    return root
+    for name, content in (("face.json", {"talk": faces}), ("body.json", {"talk": body_box})):
+        (root / "bounding_box").mkdir(exist_ok=True)
+        (root / "bounding_box" / name).write_text(json.dumps(content))
+    (root / "annotation").mkdir()
+    (root / "annotation" / "test.txt").write_text(f"talk {count} 1\n")
+    clips = read_annotation(root / "annotation" / "test.txt")
+    return RaerDataset(root, clips, num_segments=T, image_size=SIZE, face_margin=MARGIN, normalise=False)[0]
 
 
 def test_crops_equal_raer_datasets_for_an_inner_window(tmp_path):
-    frames, _ = astronaut_frames(100, hidden=frozenset({34}))
+    frames, _ = astronaut_frames(100, hidden=frozenset({45}))
     video = write_mjpeg_avi(tmp_path / "talk.avi", frames, fps=FPS)
     windows = cut(video)
-    w = 3  # [1.5 s, 2.5 s): frames 38..62 of the video
+    w = 3  # [1.5 s, 2.5 s): frames 38..62, sampling 39, 42, 45 (her face hidden: the nearest face's box), ...
     first, stop = plan_windows(video, num_frames=T, window_s=1.0, hop_s=0.5).spans[w]
+    assert windows.frames[w].tolist()[:3] == [39, 42, 45] and not windows.detected[w, 2]
     # The window as a RAER clip of its own: the same frames (Motion-JPEG: the same JPEG bytes) and the boxes the
-    # windows used; RaerDataset then samples the same frames from it.
-    root = tmp_path / "raer"
+    # windows used; RaerDataset samples the same frames from it.
     clip = write_mjpeg_avi(tmp_path / "window.avi", frames[first:stop], fps=FPS)
-    raer_clip(root, clip, (windows.frames[w] - first + 1).tolist(), windows.face_boxes[w], windows.body_boxes[w])
-    (root / "annotation").mkdir()
-    (root / "annotation" / "test.txt").write_text(f"talk {stop - first} 1\n")
-    item = RaerDataset(root, read_annotation(root / "annotation" / "test.txt"), num_segments=T, image_size=SIZE,
-                       face_margin=MARGIN, normalise=False)[0]
+    item = raer_item(tmp_path / "raer", clip, stop - first, (windows.frames[w] - first + 1).tolist(),
+                     windows.face_boxes[w], windows.body_boxes[w])
     np.testing.assert_array_equal(item["face"].numpy(), windows.faces[w])
     np.testing.assert_array_equal(item["context"].numpy(), windows.contexts[w])
 
@@ -208,12 +214,8 @@ def test_crops_equal_raer_datasets_for_a_whole_h264_video(tmp_path):
     frames, _ = astronaut_frames(40)
     video = write_mp4(tmp_path / "talk.mp4", frames, fps=FPS)
     windows = cut(video, window_s=5.0, hop_s=5.0)  # 1.6 s: one window over all of it, sampled as RaerDataset does
-    root = tmp_path / "raer"
-    raer_clip(root, video, (windows.frames[0] + 1).tolist(), windows.face_boxes[0], windows.body_boxes[0])
-    (root / "annotation").mkdir()
-    (root / "annotation" / "test.txt").write_text("talk 40 1\n")
-    item = RaerDataset(root, read_annotation(root / "annotation" / "test.txt"), num_segments=T, image_size=SIZE,
-                       face_margin=MARGIN, normalise=False)[0]
+    item = raer_item(tmp_path / "raer", video, 40, (windows.frames[0] + 1).tolist(), windows.face_boxes[0],
+                     windows.body_boxes[0])
     np.testing.assert_array_equal(item["face"].numpy(), windows.faces[0])
     np.testing.assert_array_equal(item["context"].numpy(), windows.contexts[0])
 

@@ -15,8 +15,9 @@ face.json stores them. In a window, a sampled frame without a face takes the box
 one, else the whole frame (as training does for a frame without a box); the window's body box is `prepare.body_box`
 of its frames' faces.
 
-The video is decoded once, front to back, and only the sampled frames are converted to RGB and kept, each until the
-last window that uses it is cut; windows come out in chunks (`VideoWindows`), so memory stays flat on long videos.
+The video is decoded once, front to back, up to the last sampled frame; frames that no sampled frame refers to are
+skipped, only the sampled ones are converted to RGB, and each is kept until the last window that uses it is cut.
+Windows come out in chunks (`VideoWindows`), so memory stays flat on long videos.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face
     faces_of: dict[int, tuple[int, int, int, int] | None] = {}
     face_crops: dict[int, dict] = {}  # frame -> {face box: its face crop}, for the next window using that frame
     batch = _Batch(plan, 0, min(chunk, count), image_size)
-    cut, any_face, index = 0, False, -1
+    cut, any_face = 0, False
     frames = _sampled_frames(plan.video, reader, set(uses), display)
     try:
         for index, frame in frames:
