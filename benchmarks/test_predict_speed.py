@@ -142,8 +142,8 @@ def test_predict_throughput_against_decode_only(video, model):
     count = len(probs)
     best = {name: (min(t for t, _, _ in runs), min(c for _, c, _ in runs)) for name, runs in timings.items()}
     print(f"\n{video.name}: {SECONDS} s, {WIDTH}x{HEIGHT} at {FPS} fps, H.264 ({video.stat().st_size / 1e6:.1f} MB); "
-          f"{count} windows of {WINDOW_S:g} s every {HOP_S:g} s, {CONFIG['data']['num_segments']} frames each at {image_size} "
-          f"px, {CONFIG['model']['backbone']}; fastest of {ROUNDS} rounds, wall-clock (CPU time)")
+          f"{count} windows of {WINDOW_S:g} s every {HOP_S:g} s, {CONFIG['data']['num_segments']} frames each at "
+          f"{image_size} px, {CONFIG['model']['backbone']}; fastest of {ROUNDS} rounds, wall-clock (CPU time)")
     for name, (wall, cpu) in best.items():
         rates = f"{frames / wall:7.1f} frames/s ({frames / cpu:7.1f} per CPU-s)"
         if name != "decode only":
