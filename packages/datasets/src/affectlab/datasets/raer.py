@@ -456,13 +456,8 @@ class RaerDataset(torch.utils.data.Dataset):
     def _boxes(self, index: int, k: int, width: int, height: int):
         """The widened face box of 0-based frame k and the clip's body box, in that frame's pixels."""
         face_box = self._face_boxes[index][k].tolist()
-        if math.isnan(face_box[0]):
-            face_box = (0.0, 0.0, width, height)
-        else:
-            face_box = _widen(face_box, self.face_margin, width, height)
-        body_box = self._body_boxes[index]
-        body_box = (0.0, 0.0, width, height) if body_box is None else _clamp(body_box, width, height)
-        return face_box, body_box
+        return crop_regions(None if math.isnan(face_box[0]) else face_box, self._body_boxes[index], width, height,
+                            self.face_margin)
 
     def _fill_crops(self, index: int, frames: Sequence[int], rows: Sequence[int], faces: np.ndarray,
                     contexts: np.ndarray) -> None:
@@ -508,11 +503,32 @@ class RaerDataset(torch.utils.data.Dataset):
         be a reduced decode of a `full_size` frame."""
         width, height = full_size or image.size
         face_box, body_box = self._boxes(index, k, width, height)
-        sx, sy = image.width / width, image.height / height
-        size = self.image_size
-        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_box, sx, sy), reducing_gap=REDUCING_GAP)
+        crop_into(image, face_box, body_box, face, context, full_size)
+
+
+def crop_regions(face_box, body_box, width: int, height: int, face_margin: float):
+    """(face region, context region) of a width x height frame, as float (x1, y1, x2, y2): the face box widened by
+    `face_margin` px on every side and the body box, both clamped to the frame; the whole frame for a box that is
+    None. What RaerDataset crops a frame with, and affectlab.datasets.windows a user's video."""
+    whole = (0.0, 0.0, width, height)
+    face_region = whole if face_box is None else _widen(face_box, face_margin, width, height)
+    body_region = whole if body_box is None else _clamp(body_box, width, height)
+    return face_region, body_region
+
+
+def crop_into(image: Image.Image, face_region, body_region, face: np.ndarray | None, context: np.ndarray,
+              full_size: tuple[int, int] | None = None) -> None:
+    """Write a frame's face crop (its face region resized to S x S) and its context (the body region letterboxed on a
+    black S x S canvas) into `face` and `context` ([3, S, S] uint8); `face` None: the context only. The regions are in
+    the pixels of the full frame; `image` is its RGB decode, which may be a reduced one of a `full_size` frame."""
+    width, height = full_size or image.size
+    sx, sy = image.width / width, image.height / height
+    if face is not None:
+        size = face.shape[-1]
+        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_region, sx, sy),
+                               reducing_gap=REDUCING_GAP)
         face[:] = np.asarray(resized).transpose(2, 0, 1)
-        _letterbox_into(image, _scale(body_box, sx, sy), context)
+    _letterbox_into(image, _scale(body_region, sx, sy), context)
 
 
 def normalise_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
