@@ -12,9 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-from skimage.data import astronaut
-from test_bad_inputs import zero_frames
-from test_meld_clips import write_mp4
 
 from affectlab.datasets import DatasetError, RaerDataset, read_annotation
 from affectlab.datasets.prepare import haar_face_detector
@@ -22,33 +19,11 @@ from affectlab.datasets.raer import crop_into, crop_regions
 from affectlab.datasets.video import read_images, write_mjpeg_avi
 from affectlab.datasets.windows import cut_windows, plan_windows
 from affectlab.lab.timeline import plot_timeline
+from builders import astronaut_frames, background, write_mp4, zero_frames
 
 FPS, T, SIZE, MARGIN = 25, 8, 48, 20
 WIDTH, HEIGHT = 320, 240
 # The astronaut's head and shoulders, and where the Haar cascade finds her face in the full 512 x 512 photo.
-HEAD = astronaut()[0:220, 110:330]
-FACE_IN_HEAD = (177 - 110, 67, 270 - 110, 160)
-
-
-def background(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    ys, xs = np.mgrid[0:height, 0:width]
-    return np.stack([xs * 255 // width, ys * 255 // height, np.full_like(xs, 96)], axis=-1).astype(np.uint8)
-
-
-def astronaut_frames(count: int, hidden: frozenset[int] = frozenset()) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames with the astronaut's head panning left and right, and her face box in each [count, 4]; in the
-    `hidden` frames a grey patch covers her face."""
-    frames, faces = [], []
-    for k in range(count):
-        frame = background()
-        x, y = round(50 + 50 * np.sin(k / 8)), 10
-        frame[y : y + HEAD.shape[0], x : x + HEAD.shape[1]] = HEAD
-        x1, y1, x2, y2 = FACE_IN_HEAD
-        if k in hidden:
-            frame[y + y1 : y + y2, x + x1 : x + x2] = 128
-        frames.append(frame)
-        faces.append((x + x1, y + y1, x + x2, y + y2))
-    return frames, np.asarray(faces, dtype=np.float64)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -111,15 +112,16 @@ class AffectlabModel(mlflow.pyfunc.PythonModel):
 
 
 def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_columns: Sequence[tuple[str, str]],
-              register: bool = True) -> str | None:
-    """Log `bundle` to the run of `logger` as an MLflow pyfunc model (artifact ``model``), with its signature and
-    input example, and register it as ``affectlab-<experiment>``; returns the model's URI (None off rank 0)."""
+              input_columns: Sequence[tuple[str, str, bool]], register: bool = True) -> str | None:
+    """Log `bundle` to the run of `logger` as an MLflow pyfunc model (artifact ``model``), with its signature (input
+    columns: name, type, required; output columns: name, type) and input example, and register it as
+    ``affectlab-<experiment>``; returns the model's URI (None off rank 0)."""
     if logger is None:
         return None
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string", name) for name in input_example.columns])
+    inputs = Schema([ColSpec(kind, name, required=required) for name, kind, required in input_columns])
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns])
     uri = logger.experiment.tracking_uri
     previous = mlflow.get_tracking_uri()
@@ -166,6 +168,7 @@ def resolve(ref: str | None, experiment: str, tracking_uri: str) -> Path:
         raise ModelNotFoundError(f"model={ref}: not a checkpoint, a model folder, an MLflow run id, runs:/<id>/model "
                                  f"or models:/NAME/VERSION|ALIAS")
     mlflow.set_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file, for a few files
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="affectlab-"))
     except (MlflowException, OSError) as error:

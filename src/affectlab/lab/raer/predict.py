@@ -15,6 +15,7 @@ Out: ``predictions.csv`` (video, window, start_s, end_s, one probability column 
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -55,10 +56,17 @@ class Predictor:
         cfg.model.pretrained, cfg.model.checkpoint = None, None
         if "quick_gelu" in saved:
             cfg.model.quick_gelu = saved["quick_gelu"]
+        quiet = logging.getLogger()  # open_clip's "no pretrained weights loaded": they are the bundle's, loaded below
         with torch.random.fork_rng():  # building draws random weights that the bundle's replace
-            net, classes, inputs = build_net(cfg)
+            level, quiet.level = quiet.level, logging.ERROR
+            try:
+                net, classes, inputs = build_net(cfg)
+            finally:
+                quiet.level = level
         check_architecture({"architecture": saved}, architecture(cfg, net, inputs), f"model {bundle.folder}")
         weights = torch.load(bundle.file("weights"), map_location="cpu", weights_only=True)
+        if all(k.startswith("net.") for k in weights):  # a training checkpoint's module: its net's weights
+            weights = {k.removeprefix("net."): v for k, v in weights.items()}
         net.load_state_dict(weights, strict=True)
         if classes != bundle.classes:
             raise ConfigError(f"model {bundle.folder}: its classes {bundle.classes} are not those of its label set "
@@ -73,14 +81,32 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, faces: np.ndarray, contexts: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """uint8 crops [W, T, 3, S, S] of each stream -> class probabilities [W, C]."""
-        out = []
-        for start in range(0, len(faces), batch_size):
-            batch = {name: normalise_pixels(torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size])),
-                                            self.inputs.mean, self.inputs.std)
-                     for name, pixels in (("face", faces), ("context", contexts))}
-            out.append(torch.softmax(self.net(**{s: batch[s] for s in self.net_streams}).float(), dim=-1))
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)))
+        """uint8 crops [W, T, 3, S, S] of each stream -> class probabilities [W, C]. CLIP-CAER's image encoder sees
+        each distinct crop once: overlapping windows share frames, and their crops with them."""
+        crops = {"face": faces, "context": contexts}
+        if not len(faces):
+            return np.zeros((0, len(self.classes)))
+        if hasattr(self.net, "encode_video"):
+            inputs = {stream: self._embedded(crops[stream], batch_size) for stream in self.net_streams}
+            logits = torch.cat([self.net(**{s: x[i:i + batch_size] for s, x in inputs.items()})
+                                for i in range(0, len(faces), batch_size)])
+        else:
+            logits = torch.cat([self.net(**{s: self._pixels(crops[s][i:i + batch_size]) for s in self.net_streams})
+                                for i in range(0, len(faces), batch_size)])
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+    def _pixels(self, crops: np.ndarray) -> torch.Tensor:
+        return normalise_pixels(torch.from_numpy(np.ascontiguousarray(crops)), self.inputs.mean, self.inputs.std)
+
+    def _embedded(self, crops: np.ndarray, batch_size: int) -> torch.Tensor:
+        """[W, T, 3, S, S] crops -> [W, T, D] image-encoder embeddings, each distinct crop encoded once."""
+        flat = crops.reshape(-1, *crops.shape[2:])
+        first: dict[bytes, int] = {}
+        where = np.array([first.setdefault(crop.tobytes(), len(first)) for crop in flat])
+        distinct = flat[np.unique(where, return_index=True)[1]]  # the crop of id k at row k
+        encoded = torch.cat([self.net.image_encoder(self._pixels(distinct[i:i + 4 * batch_size]))
+                             for i in range(0, len(distinct), 4 * batch_size)])
+        return encoded[torch.from_numpy(where)].view(*crops.shape[:2], -1)
 
     @property
     def net_streams(self) -> tuple[str, ...]:
@@ -257,5 +283,7 @@ def log_raer_model(logger, bundle: Bundle) -> str | None:
     example_clip(bundle.folder)
     columns = [("video", "string"), ("window", "long"), ("start_s", "double"), ("end_s", "double"),
                ("face_found", "boolean"), *((name, "double") for name in bundle.classes), ("label", "string")]
-    example = pd.DataFrame({"path": ["example.avi"], "window_s": ["2.0"], "hop_s": ["1.0"], "whole_frame": ["true"]})
-    return log_model(logger, bundle, example, columns)
+    example = pd.DataFrame({"path": ["example.avi"], "window_s": [2.0], "hop_s": [1.0], "whole_frame": [True]})
+    inputs = [("path", "string", True), ("window_s", "double", False), ("hop_s", "double", False),
+              ("whole_frame", "boolean", False)]
+    return log_model(logger, bundle, example, columns, inputs)
