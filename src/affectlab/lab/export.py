@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from affectlab.lab.config import ConfigError
@@ -141,6 +142,20 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
         mlflow.set_tracking_uri(previous)
         quiet.level = level
     return info.model_uri
+
+
+def example_clip(folder: Path, size: int = 64, frames: int = 24) -> Path:
+    """A tiny Motion-JPEG clip of a drawn pattern, the input example a logged video model carries (read from the
+    model's own folder when a path is not found: ``example.avi``)."""
+    from affectlab.datasets.video import write_mjpeg_avi
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = []
+    for k in range(frames):
+        frame = np.full((size, size, 3), 40 + 4 * k % 200, dtype=np.uint8)
+        frame[((yy - size / 2) ** 2 + (xx - size / 2 - k % 5) ** 2) < (size / 4) ** 2] = (200, 160, 130)
+        images.append(frame)
+    return write_mjpeg_avi(folder / "example.avi", images, fps=8)
 
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")

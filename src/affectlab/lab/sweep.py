@@ -42,6 +42,7 @@ class Sweep:
                  checkpoint: str | None = None):
         self.cfg, self.folder, self.parent, self.resumed = cfg, folder, parent, resumed
         self.checkpoint = checkpoint  # resume=PATH: the child checkpoint to continue
+        self._children: dict[str, str] = {}  # child name -> its MLflow run id
 
     @classmethod
     def open(cls, cfg: DictConfig, params: Mapping[str, object] | None = None) -> Sweep:
@@ -104,15 +105,17 @@ class Sweep:
         found = newest_intact(folder.parent) if folder.is_dir() else None
         return str(found) if found is not None and found.parent == folder else None
 
-    def child_logger(self, name: str, checkpoint: str | None) -> ResilientMLFlowLogger | None:
-        """The MLflow run of a child training: the checkpoint's own run when it continues one, else a new nested run."""
+    def child_logger(self, name: str, checkpoint: str | None, existing: bool = False) -> ResilientMLFlowLogger | None:
+        """The MLflow run of a child training: the checkpoint's own run when it continues one, the one already made for
+        `name` with `existing`, else a new nested run."""
         if self.parent is None:
             return None
-        run_id = checkpoint_run_id(checkpoint)
+        run_id = checkpoint_run_id(checkpoint) or (self._children.get(name) if existing else None)
         if run_id is None:
             run_id = self.parent.experiment.create_run(
                 self.parent.experiment_id, run_name=name, tags={"mlflow.parentRunId": self.parent.run_id}
             ).info.run_id
+        self._children[name] = run_id
         return make_logger(self.cfg, run_id=run_id)
 
     def child_config(self, name: str, overrides: Sequence[str], experiment: str, *, seed: int | None = None,

@@ -152,6 +152,14 @@ class EarlyStopping:
 
 
 @dataclass
+class Predict:
+    model: str | None = key(None, "a checkpoint, an MLflow run id, runs:/<id>/model, models:/NAME/VERSION|ALIAS or a "
+                                  "model folder; null: the newest version of affectlab-cexpr")
+    input: str | None = key(None, "a video file or a folder of videos")
+    output: str = key("predictions", "the folder predictions.csv (per frame) and submission.csv (ABAW) go to")
+
+
+@dataclass
 class CexprConfig:
     seed: int = key(0, "seed of every random draw")
     resume: str | None = key(None, "after a crash: auto (the newest intact checkpoint under checkpoint_dir) or a "
@@ -171,6 +179,8 @@ class CexprConfig:
     early_stopping: EarlyStopping = section(EarlyStopping)
     trainer: TrainerConfig = section(TrainerConfig, max_epochs=80, accelerator="cpu", log_every_n_steps=5)
     mlflow: MlflowConfig = section(MlflowConfig, experiment="cexpr")
+    predict: Predict = section(Predict, "`predict`: your videos through the trained fusion (model=REF input=PATH are "
+                                        "short for predict.model, predict.input)")
 
 
 SCHEMA = CexprConfig

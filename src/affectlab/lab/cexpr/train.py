@@ -40,6 +40,7 @@ from affectlab.lab.cexpr.data import (
 )
 from affectlab.lab.cexpr.fusion import fit_fusion, fuse, mean_weights, plot_weights
 from affectlab.lab.cexpr.modalities import computed_tables, direct_compound_tables, text_tables_of
+from affectlab.lab.cexpr.predict import export
 from affectlab.lab.checkpoints import resume_point
 from affectlab.lab.config import ConfigError, flatten
 from affectlab.lab.report import print_table
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print_table(ablation, title="modality ablation: compound macro-F1")
     finish(cfg, logger, "C-EXPR-DB compound expressions", metrics, artifacts=[*submissions, weights_png],
            metrics=metrics)
+    export(logger, cfg, modalities, module.bank, computed)
     logger.finalize("success")
     return metrics
 

@@ -31,7 +31,7 @@ from affectlab.datasets.integrity import write_atomic
 from affectlab.datasets.raer import normalise_pixels
 from affectlab.lab.checkpoints import check_architecture
 from affectlab.lab.config import ConfigError
-from affectlab.lab.export import Bundle, log_model, read_bundle, resolve
+from affectlab.lab.export import Bundle, example_clip, log_model, read_bundle, resolve
 from affectlab.lab.raer.nets import InputSpec, architecture, build_net
 from affectlab.lab.report import Progress
 from affectlab.lab.tracking import tracking_uri
@@ -263,19 +263,6 @@ def predict(cfg: DictConfig) -> Path:
 
 def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
-
-
-def example_clip(folder: Path, size: int = 64, frames: int = 24) -> Path:
-    """A tiny H.264 clip of a drawn face-like pattern, the input example a logged model carries."""
-    from affectlab.datasets.video import write_mjpeg_avi
-
-    yy, xx = np.mgrid[0:size, 0:size]
-    images = []
-    for k in range(frames):
-        frame = np.full((size, size, 3), 40 + 4 * k % 200, dtype=np.uint8)
-        frame[((yy - size / 2) ** 2 + (xx - size / 2 - k % 5) ** 2) < (size / 4) ** 2] = (200, 160, 130)
-        images.append(frame)
-    return write_mjpeg_avi(folder / "example.avi", images, fps=8)
 
 
 def log_raer_model(logger, bundle: Bundle) -> str | None:
