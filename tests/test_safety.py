@@ -200,3 +200,60 @@ def test_the_paper_configuration_of_mhpf_trains_with_the_authors_loss_and_init()
     assert (cfg.fusion.loss, cfg.fusion.init) == ("authors_ce", "authors")
     assert MHPF_LOSSES[cfg.fusion.loss].__name__ == "authors_cross_entropy"
     assert MHPF_INITS[cfg.fusion.init].__name__ == "authors_init"
+
+
+# --- paths read from data files never leave their folder -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip_dir", ["../../outside", "/etc", "Class/../../../x", "~/clip"])
+def test_a_raer_clip_path_that_leaves_the_data_set_is_refused_with_its_line(tmp_path, clip_dir):
+    from affectlab.datasets import DatasetError, read_annotation
+
+    annotation = tmp_path / "train.txt"
+    annotation.write_text(f"Class/Classroom/ok 4 1\n{clip_dir} 4 2\n")
+    with pytest.raises(DatasetError, match=rf"train.txt:2: path '{clip_dir}' would leave"):
+        read_annotation(annotation)
+
+
+def escaped(dataset, clip_dir: str = "../../escaped"):
+    """The dataset with its first clip's folder rewritten to leave the data set (as a bug or a crafted object would)."""
+    import dataclasses
+
+    dataset._clips[0] = dataclasses.replace(dataset._clips[0], clip_dir=clip_dir)
+    return dataset
+
+
+def test_the_raer_reader_and_both_caches_refuse_a_clip_outside_their_folder(tmp_path):
+    from affectlab.datasets import DatasetError, RaerDataset, write_crop_cache
+    from affectlab.datasets.raer import _clip_source
+    from affectlab.lab.raer.features import FrameFeatures
+    from builders import flat_frame, write_raer
+
+    clips = write_raer(tmp_path / "raer", {"Class/Classroom/a": [flat_frame((200, 10, 10))] * 4})
+    dataset = RaerDataset(tmp_path / "raer", clips, num_segments=2, image_size=16)
+    bad = escaped(dataset)
+    with pytest.raises(DatasetError, match=r"train.txt:1: path '../../escaped' would leave"):
+        _clip_source(tmp_path / "raer" / "images", bad._clips[0])
+    with pytest.raises(DatasetError, match="would leave"):
+        write_crop_cache(bad, tmp_path / "crops")  # the crop cache writer
+    assert not (tmp_path / "escaped").exists()
+    features = FrameFeatures.__new__(FrameFeatures)
+    features.root, features._clips = tmp_path / "features", bad._clips
+    with pytest.raises(DatasetError, match="would leave"):
+        features._paths(0, "face")  # the feature cache writer
+
+
+def test_other_readers_take_no_path_that_leaves_their_folder(tmp_path):
+    from affectlab.datasets import DatasetError
+    from affectlab.datasets.cexpr import read_fold_list
+    from affectlab.lab.meld.data import read_meld_utterances
+
+    folds = tmp_path / "train.txt"
+    folds.write_text("Sadly-Fearful/24_Sadly-Fearful_0,5\n../../etc/passwd,5\n")
+    with pytest.raises(DatasetError, match=r"train.txt:2: '../../etc/passwd,5'; expected"):
+        read_fold_list(folds, {"Sadly Fearful": 5})
+    meld = tmp_path / "train_sent_emo.csv"
+    meld.write_text("Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,"
+                    "EndTime\n1,hi,Joey,joy,positive,../../x,0,1,1,0,1\n")
+    with pytest.raises(DatasetError, match=r"train_sent_emo.csv:2: Dialogue_ID='../../x'"):
+        read_meld_utterances(meld, "train")

@@ -91,6 +91,19 @@ def matches(path: str | Path, record: dict | None) -> bool:
     return sha256_of(path) == record.get("sha256")
 
 
+def inside(root: str | Path, relative: str, where: str) -> Path:
+    """``root / relative`` for a path read from a data file (a clip's folder in an annotation line): a path that would
+    leave `root` (absolute, or climbing out with ``..``) is a DatasetError naming `where` (the file and line), so that
+    neither a reader nor a cache writer ever touches a file outside the data set's or the cache's folder."""
+    from affectlab.datasets.errors import DatasetError
+
+    parts = Path(relative).parts
+    if not relative or Path(relative).is_absolute() or ".." in parts or relative.startswith("~"):
+        raise DatasetError(f"{where}: path {relative!r} would leave {root}; expected a path inside it (relative, "
+                           "without '..')")
+    return Path(root) / relative
+
+
 def cache_key(parts: dict) -> str:
     """The digest that names a cache entry: SHA-256 (16 hex digits) of what the cached data depends on, as sorted
     JSON (tuples and lists alike; paths and other objects by their text)."""

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from affectlab.datasets.errors import DatasetError, DatasetWarning
-from affectlab.datasets.integrity import file_record, matches, write_atomic
+from affectlab.datasets.integrity import file_record, inside, matches, write_atomic
 from affectlab.datasets.labelsets import LabelSet, load_label_set
 from affectlab.datasets.video import READERS, VIDEO_SUFFIXES, check_reader, probe_video, read_images
 from affectlab.datasets.votes import majority_label, soft_label
@@ -119,6 +119,7 @@ def read_annotation(
             if num_frames < 1:
                 raise DatasetError(f"{where}: num_frames is {num_frames}; expected at least 1")
             labels = [_parse_label(text, names, num_classes, where, line) for text in label_texts]
+            inside("the data set's folder", clip_dir, where)  # a clip_dir that leaves the data set is refused here
             if clip_dir in first_seen:
                 raise DatasetError(
                     f"{where}: clip {clip_dir!r} repeats line {first_seen[clip_dir]}; expected each clip once"
@@ -564,7 +565,7 @@ def write_crop_cache(dataset: RaerDataset, folder: str | Path) -> Path:
         if {k: previous.get(k) for k in key} == key:  # crops made otherwise are all rebuilt
             records = previous.get("clips", {})
     for index, clip in enumerate(dataset.clips):
-        target = folder / clip.clip_dir
+        target = inside(folder, clip.clip_dir, clip.source)
         record = _clip_record(target / CLIP_RECORD)
         expected_frames = dataset._frame_counts[index]
         if not (record is not None and record.get("key") == key and record.get("frames") == expected_frames
@@ -595,7 +596,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _clip_source(images: Path, clip: RaerClip) -> Path:
     """The clip's frame folder `images/<clip_dir>`, or its video file `images/<clip_dir>` / `images/<clip_dir>.<ext>`."""
-    folder = images / clip.clip_dir
+    folder = inside(images, clip.clip_dir, clip.source)
     if folder.is_dir():
         return folder
     if folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES:
