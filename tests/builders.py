@@ -5,6 +5,7 @@ another); fixtures are in conftest.py."""
 from __future__ import annotations
 
 import csv
+import struct
 import functools
 import random
 import warnings
@@ -24,6 +25,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from skimage.data import astronaut
 
 from affectlab.datasets import RaerClip, load_raer_split
 from affectlab.datasets.labelsets import load_label_set
@@ -316,6 +318,92 @@ def meld_splits(shared_data: Path):
         features, labels, texts = meld_minilm_features(shared_data / "meld")
     bounds = np.cumsum([0, *MELD_SAMPLE.values()])
     return {part: (features[:, a:b], labels[a:b], texts[a:b]) for part, a, b in zip(MELD_SAMPLE, bounds, bounds[1:])}
+
+
+# --- a real face, moving: scikit-image's astronaut panned over a background ----------------------------------------
+
+ASTRONAUT_SIZE = (320, 240)  # the frames' width and height
+HEAD = astronaut()[0:220, 110:330]  # her head and shoulders
+FACE_IN_HEAD = (177 - 110, 67, 270 - 110, 160)
+
+
+def background(width: int = ASTRONAUT_SIZE[0], height: int = ASTRONAUT_SIZE[1]) -> np.ndarray:
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([xs * 255 // width, ys * 255 // height, np.full_like(xs, 96)], axis=-1).astype(np.uint8)
+
+
+def astronaut_frames(count: int, hidden: frozenset[int] = frozenset()) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames with the astronaut's head panning left and right, and her face box in each [count, 4]; in the
+    `hidden` frames a grey patch covers her face."""
+    frames, faces = [], []
+    for k in range(count):
+        frame = background()
+        x, y = round(50 + 50 * np.sin(k / 8)), 10
+        frame[y : y + HEAD.shape[0], x : x + HEAD.shape[1]] = HEAD
+        x1, y1, x2, y2 = FACE_IN_HEAD
+        if k in hidden:
+            frame[y + y1 : y + y2, x + x1 : x + x2] = 128
+        frames.append(frame)
+        faces.append((x + x1, y + y1, x + x2, y + y2))
+    return frames, np.asarray(faces, dtype=np.float64)
+
+
+def zero_frames(avi: bytes) -> bytes:
+    """The Motion-JPEG AVI of one frame `write_mjpeg_avi` wrote, with that frame, its index entry and its counts
+    removed: a valid container holding 0 frames."""
+    data = bytearray(avi)
+    movi = data.index(b"movi")
+    first = movi + 4  # the one 00dc chunk
+    size = struct.unpack("<I", data[first + 4 : first + 8])[0]
+    index = data.index(b"idx1")
+    data = data[:first] + data[first + 8 + size + size % 2 : index] + b"idx1" + struct.pack("<I", 0)
+    data[movi - 4 : movi] = struct.pack("<I", 4)  # the movi list now holds only its fourcc
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    avih, strh = data.index(b"avih") + 8, data.index(b"strh") + 8
+    data[avih + 16 : avih + 20] = struct.pack("<I", 0)  # AVIMAINHEADER.dwTotalFrames
+    data[strh + 32 : strh + 36] = struct.pack("<I", 0)  # AVISTREAMHEADER.dwLength
+    return bytes(data)
+
+
+# --- the CLIP-CAER authors' checkpoint format, on the tiny CLIP ------------------------------------------------------
+
+AUTHORS_N_CTX, AUTHORS_FRAMES, AUTHORS_HEADS, AUTHORS_MLP = 8, 4, 8, 128
+AUTHORS_TEXTS = ["quiet face.", "smiling face and friends.", "frowning at a book.", "yawning on the desk.", "phone."]
+
+
+def authors_state_dict(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Their GenerateModel's state_dict for the tiny CLIP, and each prompt's EOS position."""
+    from affectlab.models import create_clip
+
+    clip = create_clip("affectlab-tiny")
+    model, dim = clip.model, 64
+
+    def rand(*shape, scale=0.1):
+        return torch.randn(*shape, generator=generator) * scale
+
+    state = {f"clip_model_.{k}": v for k, v in model.state_dict().items()}
+    state |= {f"image_encoder.{k}": v for k, v in model.visual.state_dict().items()}
+    state |= {f"text_encoder.transformer.{k}": v for k, v in model.transformer.state_dict().items()}
+    state |= {"text_encoder.positional_embedding": model.positional_embedding.detach(),
+              "text_encoder.ln_final.weight": model.ln_final.weight.detach(),
+              "text_encoder.ln_final.bias": model.ln_final.bias.detach(),
+              "text_encoder.text_projection": model.text_projection.detach()}
+    # their prompts: "X ... X <text>" (no full stop added), tokenised, embedded; SOS | ctx | text, EOS, padding
+    tokens = clip.tokenizer([" ".join(["X"] * AUTHORS_N_CTX) + " " + t for t in AUTHORS_TEXTS])
+    embedded = model.token_embedding(tokens).detach()
+    state |= {"prompt_learner.ctx": rand(len(AUTHORS_TEXTS), AUTHORS_N_CTX, dim, scale=0.5),
+              "prompt_learner.token_prefix": embedded[:, :1], "prompt_learner.token_suffix": embedded[:, 1 + AUTHORS_N_CTX:]}
+    for name in ("temporal_net", "temporal_net_body"):
+        base = f"{name}.temporal_transformer.layers.0."
+        state |= {f"{name}.cls_token": rand(1, 1, dim, scale=1.0), f"{name}.pos_embedding": rand(1, 17, dim),
+                  base + "0.fn.norm.weight": 1 + rand(dim), base + "0.fn.norm.bias": rand(dim),
+                  base + "0.fn.fn.to_qkv.weight": rand(3 * dim, dim, scale=0.3),
+                  base + "0.fn.fn.to_out.0.weight": rand(dim, dim, scale=0.3), base + "0.fn.fn.to_out.0.bias": rand(dim),
+                  base + "1.fn.norm.weight": 1 + rand(dim), base + "1.fn.norm.bias": rand(dim),
+                  base + "1.fn.fn.net.0.weight": rand(AUTHORS_MLP, dim, scale=0.3), base + "1.fn.fn.net.0.bias": rand(AUTHORS_MLP),
+                  base + "1.fn.fn.net.3.weight": rand(dim, AUTHORS_MLP, scale=0.3), base + "1.fn.fn.net.3.bias": rand(dim)}
+    state |= {"project_fc.weight": rand(dim, 2 * dim, scale=0.3), "project_fc.bias": rand(dim)}
+    return state, tokens.argmax(dim=-1).tolist()
 
 
 # --- emotion corpora written as the tables researchers have -----------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from affectlab.datasets.emotion_corpus import CorpusWarning, read_corpus, read_g
 from affectlab.datasets.modality_tables import align_modality_tables, read_modality_table, write_modality_table
 from affectlab.datasets.raer import read_annotation
 from affectlab.datasets.video import read_frames
-from builders import MELD_HEADER, flat_frame, write_goemotions, write_raer
+from builders import zero_frames, MELD_HEADER, flat_frame, write_goemotions, write_raer
 
 
 @dataclass(frozen=True)
@@ -366,23 +365,6 @@ def video_raer(
     write(tmp / "bounding_box" / "face.json", json.dumps({"c": face or {}}))
     write(tmp / "bounding_box" / "body.json", json.dumps({"c": None}))
     return tmp
-
-
-def zero_frames(avi: bytes) -> bytes:
-    """The Motion-JPEG AVI of one frame `write_mjpeg_avi` wrote, with that frame, its index entry and its counts
-    removed: a valid container holding 0 frames."""
-    data = bytearray(avi)
-    movi = data.index(b"movi")
-    first = movi + 4  # the one 00dc chunk
-    size = struct.unpack("<I", data[first + 4 : first + 8])[0]
-    index = data.index(b"idx1")
-    data = data[:first] + data[first + 8 + size + size % 2 : index] + b"idx1" + struct.pack("<I", 0)
-    data[movi - 4 : movi] = struct.pack("<I", 4)  # the movi list now holds only its fourcc
-    data[4:8] = struct.pack("<I", len(data) - 8)
-    avih, strh = data.index(b"avih") + 8, data.index(b"strh") + 8
-    data[avih + 16 : avih + 20] = struct.pack("<I", 0)  # AVIMAINHEADER.dwTotalFrames
-    data[strh + 32 : strh + 36] = struct.pack("<I", 0)  # AVISTREAMHEADER.dwLength
-    return bytes(data)
 
 
 def raer_video(content=None, **kwargs):

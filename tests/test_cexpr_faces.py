@@ -37,7 +37,7 @@ def test_cross_fitted_temporal_head_learns_held_out_windows(tmp_path):
     compound = torch.randn(5, 4, 16) * 0.3
     folds = np.repeat(np.arange(12) % 2, 10)  # 12 videos of 10 windows
     spec = OmegaConf.create({"epochs": 30, "lr": 3e-3, "batch_size": 16})
-    out = cross_fitted(lambda: TemporalEmotionHead(16, 4, 8, depth=1, heads=2),
+    out, _ = cross_fitted(lambda: TemporalEmotionHead(16, 4, 8, depth=1, heads=2),
                        {"affwild2": embeddings, "cexpr": compound}, {"affwild2": labels, "cexpr": torch.zeros(5)},
                        {"affwild2": folds}, 2, spec, batch_size=32, folder=tmp_path, seed=0)
     accuracy = (out["affwild2"].argmax(axis=1) == labels.numpy()).mean()

@@ -106,7 +106,7 @@ def test_face_training_killed_mid_fold_resumes_to_the_same_probabilities(tmp_pat
 
     def fit(folder: Path) -> dict[str, np.ndarray]:
         return cross_fitted(lambda: TemporalEmotionHead(16, 4, 8, depth=1, heads=2), inputs, targets, folds, 2, spec,
-                            32, folder, seed=0, every=every)
+                            32, folder, seed=0, every=every)[0]
 
     alone = fit(tmp_path / "alone")
     steps = []

@@ -14,42 +14,7 @@ import torch.nn.functional as F
 from affectlab.lab.config import load_config
 from affectlab.lab.raer.nets import build_net
 from affectlab.models import ClipCaer, ModelError, convert_clip_caer_state_dict, create_clip, load_clip_caer_checkpoint
-
-N_CTX, FRAMES, HEADS, MLP = 8, 4, 8, 128
-TEXTS = ["quiet face.", "smiling face and friends.", "frowning at a book.", "yawning on the desk.", "phone."]
-
-
-def authors_state_dict(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Their GenerateModel's state_dict for the tiny CLIP, and each prompt's EOS position."""
-    clip = create_clip("affectlab-tiny")
-    model, dim = clip.model, 64
-
-    def rand(*shape, scale=0.1):
-        return torch.randn(*shape, generator=generator) * scale
-
-    state = {f"clip_model_.{k}": v for k, v in model.state_dict().items()}
-    state |= {f"image_encoder.{k}": v for k, v in model.visual.state_dict().items()}
-    state |= {f"text_encoder.transformer.{k}": v for k, v in model.transformer.state_dict().items()}
-    state |= {"text_encoder.positional_embedding": model.positional_embedding.detach(),
-              "text_encoder.ln_final.weight": model.ln_final.weight.detach(),
-              "text_encoder.ln_final.bias": model.ln_final.bias.detach(),
-              "text_encoder.text_projection": model.text_projection.detach()}
-    # their prompts: "X ... X <text>" (no full stop added), tokenised, embedded; SOS | ctx | text, EOS, padding
-    tokens = clip.tokenizer([" ".join(["X"] * N_CTX) + " " + t for t in TEXTS])
-    embedded = model.token_embedding(tokens).detach()
-    state |= {"prompt_learner.ctx": rand(len(TEXTS), N_CTX, dim, scale=0.5),
-              "prompt_learner.token_prefix": embedded[:, :1], "prompt_learner.token_suffix": embedded[:, 1 + N_CTX:]}
-    for name in ("temporal_net", "temporal_net_body"):
-        base = f"{name}.temporal_transformer.layers.0."
-        state |= {f"{name}.cls_token": rand(1, 1, dim, scale=1.0), f"{name}.pos_embedding": rand(1, 17, dim),
-                  base + "0.fn.norm.weight": 1 + rand(dim), base + "0.fn.norm.bias": rand(dim),
-                  base + "0.fn.fn.to_qkv.weight": rand(3 * dim, dim, scale=0.3),
-                  base + "0.fn.fn.to_out.0.weight": rand(dim, dim, scale=0.3), base + "0.fn.fn.to_out.0.bias": rand(dim),
-                  base + "1.fn.norm.weight": 1 + rand(dim), base + "1.fn.norm.bias": rand(dim),
-                  base + "1.fn.fn.net.0.weight": rand(MLP, dim, scale=0.3), base + "1.fn.fn.net.0.bias": rand(MLP),
-                  base + "1.fn.fn.net.3.weight": rand(dim, MLP, scale=0.3), base + "1.fn.fn.net.3.bias": rand(dim)}
-    state |= {"project_fc.weight": rand(dim, 2 * dim, scale=0.3), "project_fc.bias": rand(dim)}
-    return state, tokens.argmax(dim=-1).tolist()
+from builders import AUTHORS_FRAMES as FRAMES, AUTHORS_HEADS as HEADS, AUTHORS_MLP as MLP, AUTHORS_N_CTX as N_CTX, authors_state_dict
 
 
 def their_temporal(state: dict, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +81,8 @@ def test_checkpoint_key_in_config_loads_it_into_the_built_model(tmp_path):
     state, _ = authors_state_dict(torch.Generator().manual_seed(1))
     torch.save(state, tmp_path / "authors.pth")
     net, _, _ = build_net(load_config("raer", [f"model.checkpoint={tmp_path / 'authors.pth'}", "data.num_segments=16",
-                                              "model.temporal_mlp_dim=128", "model.temporal_activation=gelu_tanh"],
+                                              "model.temporal_mlp_dim=128", "model.temporal_activation=gelu_tanh",
+                                              "model.quick_gelu=true"],
                                       environ={}))
     assert torch.equal(net.projection.weight, state["project_fc.weight"])
     assert torch.equal(net.temporal["context"].class_token, state["temporal_net_body.cls_token"])

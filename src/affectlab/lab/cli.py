@@ -55,7 +55,9 @@ def expected(error: BaseException) -> bool:
     for kind in type(error).__mro__:
         if (kind.__module__, kind.__name__) in EXPECTED:
             return True
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in str(error)  # SQLite's words, through MLflow's store
 
 
 def help_text(experiment: Experiment, prog: str) -> str:
@@ -138,6 +140,10 @@ def console(experiment: Experiment, argv: Sequence[str] | None = None) -> None:
     except BaseException as error:
         if debug or not expected(error):
             raise
-        for line in str(error).splitlines() or [type(error).__name__]:
+        lines = str(error).splitlines() or [type(error).__name__]
+        if "database or disk is full" in str(error) and not isinstance(error, OSError):
+            lines = [f"disk full: the MLflow store could not be written ({lines[0][:200]}); free some space and run "
+                     "again (resume=auto continues a training)"]
+        for line in lines:
             print(f"{experiment.name}: error: {line}", file=sys.stderr)
         raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import os
 import re
 import shutil
 import tempfile
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 
 from affectlab.lab.config import ConfigError
@@ -110,30 +113,49 @@ class AffectlabModel(mlflow.pyfunc.PythonModel):
 
 
 def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_columns: Sequence[tuple[str, str]],
-              register: bool = True) -> str | None:
-    """Log `bundle` to the run of `logger` as an MLflow pyfunc model (artifact ``model``), with its signature and
-    input example, and register it as ``affectlab-<experiment>``; returns the model's URI (None off rank 0)."""
+              input_columns: Sequence[tuple[str, str, bool]], register: bool = True) -> str | None:
+    """Log `bundle` to the run of `logger` as an MLflow pyfunc model (artifact ``model``), with its signature (input
+    columns: name, type, required; output columns: name, type) and input example, and register it as
+    ``affectlab-<experiment>``; returns the model's URI (None off rank 0)."""
     if logger is None:
         return None
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string", name) for name in input_example.columns])
+    inputs = Schema([ColSpec(kind, name, required=required) for name, kind, required in input_columns])
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns])
     uri = logger.experiment.tracking_uri
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
+    quiet = logging.getLogger("mlflow.utils.environment")  # "cannot resolve pip's version": no pip in a uv venv
+    level, quiet.level = quiet.level, logging.ERROR
     try:
         with mlflow.start_run(run_id=logger.run_id, nested=True):
             info = mlflow.pyfunc.log_model(
-                name=ARTIFACT, python_model=AffectlabModel(), artifacts={"bundle": str(bundle.folder)},
+                name=ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+                artifacts={"bundle": str(bundle.folder)},
                 signature=ModelSignature(inputs=inputs, outputs=outputs), input_example=input_example,
                 registered_model_name=registered_name(bundle.experiment) if register else None,
-                pip_requirements=[], code_paths=None,
+                pip_requirements=[],
             )
     finally:
         mlflow.set_tracking_uri(previous)
+        quiet.level = level
     return info.model_uri
+
+
+def example_clip(folder: Path, size: int = 64, frames: int = 24) -> Path:
+    """A tiny Motion-JPEG clip of a drawn pattern, the input example a logged video model carries (read from the
+    model's own folder when a path is not found: ``example.avi``)."""
+    from affectlab.datasets.video import write_mjpeg_avi
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = []
+    for k in range(frames):
+        frame = np.full((size, size, 3), 40 + 4 * k % 200, dtype=np.uint8)
+        frame[((yy - size / 2) ** 2 + (xx - size / 2 - k % 5) ** 2) < (size / 4) ** 2] = (200, 160, 130)
+        images.append(frame)
+    return write_mjpeg_avi(folder / "example.avi", images, fps=8)
 
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -161,6 +183,7 @@ def resolve(ref: str | None, experiment: str, tracking_uri: str) -> Path:
         raise ModelNotFoundError(f"model={ref}: not a checkpoint, a model folder, an MLflow run id, runs:/<id>/model "
                                  f"or models:/NAME/VERSION|ALIAS")
     mlflow.set_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file, for a few files
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="affectlab-"))
     except (MlflowException, OSError) as error:

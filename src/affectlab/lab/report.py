@@ -63,3 +63,38 @@ def print_table(columns: Mapping[str, Sequence], title: str, console: Console | 
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     (console or Console()).print(table)
     return table
+
+
+class Progress:
+    """Progress over a known number of items: a rich bar on a terminal; plain lines, flushed, every tenth of the way
+    when the output goes to a file (a log, a batch job), so that it shows there too."""
+
+    def __init__(self, total: int, description: str):
+        import sys
+
+        self.total, self.description, self.done, self._shown = max(int(total), 1), description, 0, -1
+        self._bar = None
+        if sys.stdout.isatty():
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(transient=False)
+            self._task = self._bar.add_task(description, total=self.total)
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+            return
+        tenth = min(10, self.done * 10 // self.total)
+        if tenth > self._shown:
+            self._shown = tenth
+            print(f"{self.description}: {self.done}/{self.total}", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -168,6 +168,8 @@ class ResilientClient:
         if name.startswith("__") or name in ("_client", "_box"):  # copy/pickle probing a half-built object
             raise AttributeError(name)
         attribute = getattr(self._client, name)
+        if not callable(attribute):  # tracking_uri and other plain values
+            return attribute
         signature = inspect.signature(attribute)
         if name in self.WRITES:
             return lambda *args, **kwargs: self._write(name, signature.bind(*args, **kwargs).arguments)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.lab.checkpoints import (
@@ -46,6 +46,20 @@ def start(cfg: DictConfig, loader_workers: int = 0) -> None:
     """Seed Python, NumPy and torch (and loader workers) from ``seed``; give torch its share of the cores."""
     L.seed_everything(cfg.seed, workers=True)
     set_torch_threads(cfg.get("num_threads"), loader_workers)
+
+
+class LearningRates(Callback):
+    """Each parameter group's learning rate at the start of every epoch, as ``train/lr/<group>``: named so that the
+    run page lists the task's test metrics before these curves (MLflow sorts metrics by name)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.logger is None or not trainer.is_global_zero:
+            return
+        rates = {}
+        for optimizer in trainer.optimizers:
+            for position, group in enumerate(optimizer.param_groups):
+                rates[f"train/lr/{group.get('name', f'group{position}')}"] = float(group["lr"])
+        trainer.logger.log_metrics(rates, step=trainer.global_step)
 
 
 class LineProgress(Callback):
@@ -96,7 +110,7 @@ def build_trainer(trainer: Mapping, *, folder: Path | None, logger: ResilientMLF
     else:
         kwargs.setdefault("enable_checkpointing", False)
     if logger is not None:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        callbacks.append(LearningRates())
     if kwargs.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar() if sys.stdout.isatty() else LineProgress())
         kwargs["enable_progress_bar"] = sys.stdout.isatty()
@@ -194,4 +208,20 @@ def finish(cfg: DictConfig, logger: ResilientMLFlowLogger | None, title: str, su
         client.log_metric(run_id, name, float(value))
     if checkpoint:
         client.log_artifact(run_id, checkpoint, artifact_path="checkpoints")
+    client.set_tag(run_id, "mlflow.note.content", run_note(title, summary, [Path(p).name for p in artifacts], run_id))
     print_summary(summary, title=f"{title} (MLflow run {run_id})")
+
+
+def run_note(title: str, summary: Mapping[str, float], artifacts: Sequence[str], run_id: str) -> str:
+    """The run's description on its MLflow page (markdown): the headline metrics first, then its figures shown and its
+    tables linked, so that the page opens on what the run found."""
+    lines = [f"**{title}**", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {float(value):.4f} |" for name, value in list(summary.items())[:12]]
+    figures = [name for name in artifacts if name.endswith(".png")]
+    tables = [name for name in artifacts if name.endswith((".csv", ".json", ".txt"))]
+    for name in figures:
+        lines += ["", f"![{name}](get-artifact?path={name}&run_uuid={run_id})"]
+    if tables:
+        lines += ["", "Tables (Artifacts tab): " + ", ".join(f"[{name}](get-artifact?path={name}&run_uuid={run_id})"
+                                                           for name in tables)]
+    return "\n".join(lines)

@@ -42,6 +42,7 @@ class Sweep:
                  checkpoint: str | None = None):
         self.cfg, self.folder, self.parent, self.resumed = cfg, folder, parent, resumed
         self.checkpoint = checkpoint  # resume=PATH: the child checkpoint to continue
+        self._children: dict[str, str] = {}  # child name -> its MLflow run id
 
     @classmethod
     def open(cls, cfg: DictConfig, params: Mapping[str, object] | None = None) -> Sweep:
@@ -104,15 +105,17 @@ class Sweep:
         found = newest_intact(folder.parent) if folder.is_dir() else None
         return str(found) if found is not None and found.parent == folder else None
 
-    def child_logger(self, name: str, checkpoint: str | None) -> ResilientMLFlowLogger | None:
-        """The MLflow run of a child training: the checkpoint's own run when it continues one, else a new nested run."""
+    def child_logger(self, name: str, checkpoint: str | None, existing: bool = False) -> ResilientMLFlowLogger | None:
+        """The MLflow run of a child training: the checkpoint's own run when it continues one, the one already made for
+        `name` with `existing`, else a new nested run."""
         if self.parent is None:
             return None
-        run_id = checkpoint_run_id(checkpoint)
+        run_id = checkpoint_run_id(checkpoint) or (self._children.get(name) if existing else None)
         if run_id is None:
             run_id = self.parent.experiment.create_run(
                 self.parent.experiment_id, run_name=name, tags={"mlflow.parentRunId": self.parent.run_id}
             ).info.run_id
+        self._children[name] = run_id
         return make_logger(self.cfg, run_id=run_id)
 
     def child_config(self, name: str, overrides: Sequence[str], experiment: str, *, seed: int | None = None,
@@ -153,6 +156,8 @@ class Sweep:
         """Log the summary metrics, artifacts and tables (name.json -> columns) to the parent run and end it."""
         if self.parent is None:
             return
+        from affectlab.lab.run import run_note
+
         client, run_id = self.parent.experiment, self.parent.run_id
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
@@ -160,6 +165,9 @@ class Sweep:
             client.log_table(run_id, data=table, artifact_file=name)
         for path in artifacts:
             client.log_artifact(run_id, str(path))
+        if metrics:
+            names = [Path(p).name for p in artifacts] + list(tables or {})
+            client.set_tag(run_id, "mlflow.note.content", run_note(self.parent.name or "sweep", metrics, names, run_id))
         self.parent.finalize("success" if status == "FINISHED" else "failed")
 
 

@@ -22,6 +22,8 @@ EXPERIMENT = Experiment(
             "does.",
     commands={
         "train": ("affectlab.lab.cexpr.train:train", "fuse, predict compounds, write and score the submission files"),
+        "predict": ("affectlab.lab.cexpr.predict:predict", "your videos through the trained fusion: predict "
+                                                           "model=REF input=PATH -> per-frame compounds, ABAW file"),
     },
 )
 

@@ -123,10 +123,10 @@ class Fusion:
                     choices=_mhpf_kinds)
     num_heads: int = key(3, "MHPF's heads", min=1)
     class_weighted: bool = key(True, "inverse-frequency class weights in the loss")
-    loss: str = key("renormalised_nll", "authors_ce (the authors' cross-entropy of the fused output taken as logits) | "
+    loss: str = key("authors_ce", "authors_ce (the authors' cross-entropy of the fused output taken as logits) | "
                                   "renormalised_nll (a likelihood of the renormalised fused probabilities)",
                     choices=_mhpf_losses)
-    init: str = key("small_random", "authors (torch.rand weights and gate, as published) | small_random (randn x 0.01, "
+    init: str = key("authors", "authors (torch.rand weights and gate, as published) | small_random (randn x 0.01, "
                                "zero gate)", choices=_mhpf_inits)
 
 
@@ -152,6 +152,14 @@ class EarlyStopping:
 
 
 @dataclass
+class Predict:
+    model: str | None = key(None, "a checkpoint, an MLflow run id, runs:/<id>/model, models:/NAME/VERSION|ALIAS or a "
+                                  "model folder; null: the newest version of affectlab-cexpr")
+    input: str | None = key(None, "a video file or a folder of videos")
+    output: str = key("predictions", "the folder predictions.csv (per frame) and submission.csv (ABAW) go to")
+
+
+@dataclass
 class CexprConfig:
     seed: int = key(0, "seed of every random draw")
     resume: str | None = key(None, "after a crash: auto (the newest intact checkpoint under checkpoint_dir) or a "
@@ -171,6 +179,8 @@ class CexprConfig:
     early_stopping: EarlyStopping = section(EarlyStopping)
     trainer: TrainerConfig = section(TrainerConfig, max_epochs=80, accelerator="cpu", log_every_n_steps=5)
     mlflow: MlflowConfig = section(MlflowConfig, experiment="cexpr")
+    predict: Predict = section(Predict, "`predict`: your videos through the trained fusion (model=REF input=PATH are "
+                                        "short for predict.model, predict.input)")
 
 
 SCHEMA = CexprConfig

@@ -64,7 +64,7 @@ class MhpfModule(L.LightningModule):
     epoch is kept, and training ends once every net has gone `patience` epochs without a better score."""
 
     def __init__(self, bank: MhpfBank, weights: torch.Tensor, lr: float, patience: int,
-                 loss: str = "renormalised_nll"):
+                 loss: str = "authors_ce"):
         super().__init__()
         self.bank, self.lr, self.patience, self.loss_kind = bank, lr, patience, loss
         self.register_buffer("class_weights", weights)  # [K, 8]

@@ -35,6 +35,7 @@ from affectlab.models.zero_shot import ZeroShotClip
 
 VISUAL_MODALITIES = ("zero_shot_clip", "static_face", "dynamic_face")
 COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
+MODELS = "models"  # <tables>/models/<modality>.pt: the trained visual models (and clip.pt, the CLIP they read)
 
 
 def clip_frames(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -110,10 +111,12 @@ def train_face_model(net: torch.nn.Module, inputs: torch.Tensor, target: torch.T
     return net.eval()
 
 
-def save_stage(path: Path, value: dict[str, np.ndarray]) -> None:
-    """A finished stage's result ({half: probabilities}), written atomically with a size/SHA-256 record beside it."""
+def save_stage(path: Path, value: dict[str, np.ndarray], state: dict[str, torch.Tensor] | None = None) -> None:
+    """A finished stage's result ({half: probabilities}) and its model's weights, written atomically with a
+    size/SHA-256 record beside it."""
     tensors = {half: torch.from_numpy(np.ascontiguousarray(probs)) for half, probs in value.items()}
-    write_atomic(path, lambda scratch: torch.save(tensors, scratch))
+    stored = {"probs": tensors, "state": {k: v.detach().cpu() for k, v in (state or {}).items()}}
+    write_atomic(path, lambda scratch: torch.save(stored, scratch))
     record = json.dumps(file_record(path))
     write_atomic(record_path(path), lambda scratch: scratch.write_text(record, encoding="utf-8"))
 
@@ -123,7 +126,10 @@ def load_stage(path: Path):
     Read with weights_only: a stage holds tensors in a dict, nothing that runs code."""
     if not matches(path, read_record(path)):
         return None
-    return {half: probs.numpy() for half, probs in load_checkpoint(path).items()}
+    stored = load_checkpoint(path)
+    if "probs" not in stored:  # a stage of an older layout: run it again
+        return None
+    return {half: probs.numpy() for half, probs in stored["probs"].items()}, stored["state"]
 
 
 @torch.no_grad()
@@ -134,7 +140,8 @@ def predict_in_batches(net: torch.nn.Module, inputs: torch.Tensor, batch_size: i
 def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], folds: dict[str, np.ndarray],
                  num_folds: int, spec: DictConfig, batch_size: int, folder: Path, seed: int,
                  every: DictConfig | None = None) -> dict[str, np.ndarray]:
-    """Probabilities [N, 8] of every half from face models trained on the basic halves, cross-fitted: a basic window's
+    """Probabilities [N, 8] of every half (and each fold model's weights) from face models trained on the basic halves,
+    cross-fitted: a basic window's
     come from the model whose training folds exclude its video (so the fusion learns how far to trust the model on
     windows it has not seen); the compound videos' are the mean over the fold models.
 
@@ -142,10 +149,12 @@ def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch
     predictions kept once it is done; so a run killed at any moment and run again gives the same probabilities."""
     basic = [half for half in inputs if half != "cexpr"]
     out = {half: np.zeros((len(inputs[half]), NUM_BASIC)) for half in inputs}
+    states = []
     labelled = {half: (targets[half] >= 0).reshape(len(targets[half]), -1).any(dim=1) for half in basic}
     for fold in range(num_folds):
         done = folder / f"fold{fold}.pt"
-        predicted = load_stage(done)
+        stage = load_stage(done)
+        predicted, state = stage if stage is not None else (None, None)
         if predicted is None:
             torch.manual_seed(seed * 1000 + fold)
             train = {half: torch.as_tensor(folds[half] != fold) & labelled[half] for half in basic}
@@ -154,11 +163,13 @@ def cross_fitted(make, inputs: dict[str, torch.Tensor], targets: dict[str, torch
                                    every)
             predicted = {half: predict_in_batches(net, inputs[half][folds[half] == fold], batch_size) for half in basic}
             predicted["cexpr"] = predict_in_batches(net, inputs["cexpr"], batch_size)
-            save_stage(done, predicted)
+            state = net.state_dict()
+            save_stage(done, predicted, state)
         for half in basic:
             out[half][folds[half] == fold] = predicted[half]
         out["cexpr"] += predicted["cexpr"] / num_folds
-    return out
+        states.append(state)
+    return out, states
 
 
 def video_folds(videos: Sequence[WindowedVideo], folds: int, seed: int) -> np.ndarray:
@@ -221,7 +232,12 @@ def computed_tables(cfg: DictConfig, root: Path, halves: dict[str, Sequence[Wind
         direct = [folder / "cexpr" / COMPOUND_TABLES / f"{name}.csv"] if name == "zero_shot_clip" else []
         return [folder / half / f"{name}.csv" for half in halves] + direct
 
-    stale = [name for name in (*visual.modalities, *texts) if not all(cached_table_ok(f) for f in files(name))]
+    def models_kept(name: str) -> bool:  # a cache from before the models were kept computes them again
+        return name not in VISUAL_MODALITIES or all((folder / MODELS / f"{n}.pt").is_file()
+                                                     for n in ("clip", name) if n != "zero_shot_clip")
+
+    stale = [name for name in (*visual.modalities, *texts)
+             if not all(cached_table_ok(f) for f in files(name)) or not models_kept(name)]
     if not stale:
         return folder
     torch.manual_seed(cfg.seed)  # randomly initialised models are the same ones every run
@@ -250,6 +266,8 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
     labels = {half: torch.as_tensor([window_majority(v.truth[a:b]) for v in videos for a, b in v.windows])
               for half, videos in halves.items()}
     tables: dict[str, dict[str, np.ndarray]] = {}
+    models: dict[str, dict] = {"clip": {"backbone": cfg.visual.backbone, "pretrained": cfg.visual.pretrained,
+                                        "state": clip.model.state_dict() if cfg.visual.pretrained is None else {}}}
     if "zero_shot_clip" in names:
         zero_shot = ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words, CEXPR.words[:len(COMPOUND_EXPRESSIONS)])
         pairs = {half: zero_shot.from_embeddings(item.embeddings) for half, item in frames.items()}
@@ -260,35 +278,35 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
         spec = cfg.face.dynamic
         dim = frames["cexpr"].embeddings.shape[-1]
         embeddings = {half: item.embeddings for half, item in frames.items()}
+        # z-scored per dimension with the basic halves' frames (no labels read): a frozen CLIP's embeddings of faces all
+        # point nearly the same way (mean cosine 0.94 between windows for the random tiny CLIP), so the expression
+        # differences are a sliver of each vector that the temporal head cannot find without this
+        basis = torch.cat([embeddings[half].flatten(0, 1) for half in embeddings if half != "cexpr"])
+        mean, std = basis.mean(dim=0), basis.std(dim=0).clamp_min(1e-6)
         if spec.standardize:
-            embeddings = standardized(embeddings, [half for half in embeddings if half != "cexpr"])
-        tables["dynamic_face"] = cross_fitted(
+            embeddings = {half: (values - mean) / std for half, values in embeddings.items()}
+        tables["dynamic_face"], states = cross_fitted(
             lambda: TemporalEmotionHead(dim, cfg.visual.frames_per_window, NUM_BASIC, spec.depth, spec.heads),
             embeddings, labels, folds, cfg.face.folds, spec, cfg.visual.batch_size,
             folder / "training" / "dynamic_face", cfg.seed, cfg.checkpoint_every,
         )
+        models["dynamic_face"] = {"folds": states, "dim": dim, "mean": mean if spec.standardize else None,
+                                  "std": std if spec.standardize else None}
     if "static_face" in names:
         spec = cfg.face.static
-        tables["static_face"] = cross_fitted(
+        tables["static_face"], states = cross_fitted(
             lambda: StaticFaceExpression(NUM_BASIC, spec.backbone, pretrained=spec.pretrained),
             {half: item.faces for half, item in frames.items()},
             {half: torch.as_tensor(item.face_labels) for half, item in frames.items()}, folds, cfg.face.folds, spec,
             cfg.visual.batch_size, folder / "training" / "static_face", cfg.seed, cfg.checkpoint_every,
         )
+        models["static_face"] = {"folds": states}
+    for name, model in models.items():  # what predict on a new video needs (affectlab.lab.cexpr.predict)
+        write_atomic(folder / MODELS / f"{name}.pt", lambda scratch, model=model: torch.save(model, scratch))
     for name, by_half in tables.items():
         for half, probs in by_half.items():
             write_cached_table(folder / half / f"{name}.csv", ids[half], probs)
     shutil.rmtree(folder / "training", ignore_errors=True)  # the face models' stages: their tables are written
-
-
-def standardized(embeddings: dict[str, torch.Tensor], basis: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Every half's frame embeddings [N, T, D] z-scored per dimension with the mean and standard deviation of the
-    frames of the `basis` halves (the basic-expression ones; no labels are read). A frozen CLIP's embeddings of faces
-    all point nearly the same way (mean cosine 0.94 between windows for the random tiny CLIP), so the expression
-    differences are a sliver of each vector that the temporal head cannot find without this."""
-    frames = torch.cat([embeddings[half].flatten(0, 1) for half in basis])
-    mean, std = frames.mean(dim=0), frames.std(dim=0).clamp_min(1e-6)
-    return {half: (values - mean) / std for half, values in embeddings.items()}
 
 
 def direct_compound_tables(root: Path, modalities: Sequence[str], computed: Path | None) -> dict[str, Path]:

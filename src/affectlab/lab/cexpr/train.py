@@ -40,12 +40,13 @@ from affectlab.lab.cexpr.data import (
 )
 from affectlab.lab.cexpr.fusion import fit_fusion, fuse, mean_weights, plot_weights
 from affectlab.lab.cexpr.modalities import computed_tables, direct_compound_tables, text_tables_of
+from affectlab.lab.cexpr.predict import export
 from affectlab.lab.checkpoints import resume_point
 from affectlab.lab.config import ConfigError, flatten
 from affectlab.lab.report import print_table
 from affectlab.lab.run import finish, start
 from affectlab.lab.sweep import Sweep
-from affectlab.lab.tracking import make_logger
+from affectlab.lab.tracking import log_dataset, make_logger
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -77,6 +78,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = make_logger(cfg, run_id=run_id)
     if not run_id:
         logger.log_hyperparams(flatten(cfg) | {"modalities": ",".join(modalities)})
+        source = str(root) if cfg.data.root else f"embedded synthetic C-EXPR-DB (generated, {root})"
+        log_dataset(logger, "basic-expression windows", source, len(labels), "train", toy=not cfg.data.root)
+        log_dataset(logger, "C-EXPR-DB windows", source, len(compound.ids), "test", toy=not cfg.data.root)
     subsets = fusion_subsets(len(modalities), cfg.ablation)
     module = fit_fusion(cfg, basic, labels, subsets, logger, folder, resume)
     client, run_id = logger.experiment, logger.run_id
@@ -127,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print_table(ablation, title="modality ablation: compound macro-F1")
     finish(cfg, logger, "C-EXPR-DB compound expressions", metrics, artifacts=[*submissions, weights_png],
            metrics=metrics)
+    export(logger, cfg, modalities, module.bank, computed)
     logger.finalize("success")
     return metrics
 

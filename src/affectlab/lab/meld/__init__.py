@@ -19,6 +19,8 @@ EXPERIMENT = Experiment(
             "feature vectors) emotion recognition on MELD and C-EXPR-DB, with the transcript alone as the check.",
     commands={
         "train": ("affectlab.lab.meld.train:train", "train and test every approach in every setting as nested runs"),
+        "predict": ("affectlab.lab.meld.predict:predict", "your texts through the trained words-alone model: "
+                                                          "predict model=REF input=PATH -> predictions.csv"),
     },
 )
 

@@ -130,6 +130,15 @@ class Optim:
 
 
 @dataclass
+class Predict:
+    model: str | None = key(None, "a checkpoint, an MLflow run id, runs:/<id>/model, models:/NAME/VERSION|ALIAS or a "
+                                  "model folder; null: the newest version of affectlab-meld (the words-alone model)")
+    input: str | None = key(None, "a text file (one text per line) or a CSV/TSV/JSONL table with a text column")
+    output: str = key("predictions", "the folder predictions.csv goes to")
+    text_column: str = key("text", "the texts' column of a table")
+
+
+@dataclass
 class MeldConfig:
     seed: int = key(0, "seed of every random draw")
     resume: str | None = key(None, "a checkpoint path, or auto: the newest run under checkpoint_dir, continued where "
@@ -148,6 +157,8 @@ class MeldConfig:
     trainer: TrainerConfig = section(TrainerConfig, max_epochs=2, accelerator="cpu", log_every_n_steps=5,
                                      enable_progress_bar=False)
     mlflow: MlflowConfig = section(MlflowConfig, experiment="meld")
+    predict: Predict = section(Predict, "`predict`: your texts through the trained text model (model=REF input=PATH "
+                                        "are short for predict.model, predict.input)")
 
 
 SCHEMA = MeldConfig

@@ -37,6 +37,7 @@ from affectlab.lab.meld.data import (
     meld_splits,
 )
 from affectlab.lab.meld.module import EmotionModule, build_net
+from affectlab.lab.meld.predict import MODEL_TRAINING, export
 from affectlab.lab.report import plot_confusion, print_table
 from affectlab.lab.run import build_trainer, fit_and_test, start
 from affectlab.lab.sweep import Sweep
@@ -69,6 +70,8 @@ def train_one(cfg: DictConfig, approach: str, data: PromptDataModule, num_classe
     metrics, _ = fit_and_test(trainer, None, module, data, checkpoint)
     if trainer.is_global_zero:
         sweep.save_result(run_name, {"metrics": metrics, "confusion": module.confusion.tolist()})
+        if run_name == MODEL_TRAINING:  # the words alone on MELD: the model users can apply to their texts
+            export(sweep, run_name, cfg, module.net, list(EMOTIONS))
     return metrics, module.confusion
 
 

@@ -30,6 +30,8 @@ EXPERIMENT = Experiment(
         "prepare": ("affectlab.lab.raer.train:prepare", "detect faces in your clips (data.root): write "
                                                         "bounding_box/face.json and body.json"),
         "cache": ("affectlab.lab.raer.train:write_cache", "write the face/context crop cache that training reads"),
+        "predict": ("affectlab.lab.raer.predict:predict", "a trained model on your videos: predict model=REF "
+                                                          "input=PATH [output=DIR] -> predictions.csv, timelines"),
     },
 )
 

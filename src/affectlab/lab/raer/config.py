@@ -59,6 +59,9 @@ class Data:
     feature_cache: str | None = key("auto", "with model.freeze_image_encoder: per-frame image embeddings computed once "
                                             "(auto: <root>/features; a folder; null: encode each step)")
     num_segments: int = key(8, "T frames per clip, TSN-style (one per segment)", min=1)
+    pixel_norm: Literal["clip", "unit"] = key("clip", "clip: (pixel/255 - CLIP's mean) / CLIP's std, as CLIP was "
+                                                      "trained; unit: pixel/255 only, what the authors' released "
+                                                      "weights were trained on (config=raer_authors)")
     face_margin: int = key(20, "px added around the face box on every side", min=0)
     val_fraction: float = key(0.15, "stratified validation split carved from train (test never selects)", min=0,
                               max=0.95)
@@ -135,6 +138,19 @@ class Compare:
 
 
 @dataclass
+class Predict:
+    model: str | None = key(None, "a checkpoint (.ckpt), an MLflow run id, runs:/<id>/model, models:/NAME/VERSION|ALIAS "
+                                  "or a model folder; null: the newest version of affectlab-raer (or, with "
+                                  "model.checkpoint, the authors' weights)")
+    input: str | None = key(None, "a video file, a folder of videos, or a RAER-layout folder (its annotated clips)")
+    output: str = key("predictions", "the folder predictions.csv and the <video>.timeline.png figures go to")
+    window_s: float = key(2.0, "window length in seconds (the model's frame count is sampled in each)", min=0.01)
+    hop_s: float = key(1.0, "seconds between the starts of consecutive windows", min=0.01)
+    whole_frame: bool = key(False, "no face detection: every frame is its own face crop and context")
+    batch_size: int = key(16, "windows per forward pass", min=1)
+
+
+@dataclass
 class RaerConfig:
     seed: int = key(0, "seed of every random draw (weights, splits, sampling)")
     resume: str | None = key(None, "a checkpoint path, or auto for the newest intact checkpoint under checkpoint_dir")
@@ -148,6 +164,8 @@ class RaerConfig:
     trainer: TrainerConfig = section(TrainerConfig, max_epochs=20, accelerator="auto", log_every_n_steps=10)
     compare: Compare = section(Compare, "`compare`: every method x every seed, mean ± std table")
     mlflow: MlflowConfig = section(MlflowConfig, experiment="raer")
+    predict: Predict = section(Predict, "`predict`: your videos through a trained model (model=REF input=PATH "
+                                        "are short for predict.model, predict.input)")
 
 
 SCHEMA = RaerConfig

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from affectlab.datasets import RaerDataset
-from affectlab.datasets.integrity import cache_key, file_record, keyed_folder, matches, write_atomic
+from affectlab.datasets.integrity import cache_key, file_record, inside, keyed_folder, matches, write_atomic
 from affectlab.datasets.raer import normalise_pixels, tsn_indices
 
 def weights_digest(module: nn.Module) -> str:
@@ -116,7 +116,8 @@ class FrameFeatures(Dataset):
         self.built = 0  # clip streams computed by the last frame_features call (the rest were read from the cache)
 
     def _paths(self, index: int, stream: str) -> tuple[Path, Path]:
-        folder = self.root / self._clips[index].clip_dir
+        clip = self._clips[index]
+        folder = inside(self.root, clip.clip_dir, clip.source)
         return folder / f"{stream}.npy", folder / f"{stream}.json"
 
     def _record(self, index: int) -> dict:

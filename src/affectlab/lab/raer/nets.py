@@ -49,8 +49,25 @@ def build_clip_caer(cfg: DictConfig, label_set):
         temporal_activation=cfg.model.temporal_activation,
     )
     if cfg.model.checkpoint:
+        # their GenerateModel always has tanh-GELU temporal transformers and OpenAI's QuickGELU CLIP: with another
+        # activation their weights load without a complaint and give logits off by ~1e-3
+        built = architecture(cfg, net, None)
+        wrong = [f"{key}={built[key]!r}" for key, needed in (("temporal_activation", "gelu_tanh"), ("quick_gelu", True))
+                 if built[key] != needed]
+        if wrong:
+            raise ConfigError(f"model.checkpoint={cfg.model.checkpoint}: the authors' weights need "
+                              f"temporal_activation=gelu_tanh and quick_gelu=true, this config builds "
+                              f"{', '.join(wrong)}; use config=raer_authors")
         load_clip_caer_checkpoint(net, cfg.model.checkpoint)
-    return net, InputSpec(clip.image_size, clip.mean, clip.std)
+    return net, pixels(cfg, clip.image_size, clip.mean, clip.std)
+
+
+def pixels(cfg: DictConfig, image_size: int, mean, std) -> InputSpec:
+    """What the network's frames are: its size, and CLIP's normalisation or none (``data.pixel_norm=unit``: pixel /
+    255, the authors' pipeline)."""
+    if cfg.data.get("pixel_norm", "clip") == "unit":
+        return InputSpec(int(image_size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return InputSpec(int(image_size), tuple(mean), tuple(std))
 
 
 def build_former_dfer(cfg: DictConfig, label_set):
@@ -65,10 +82,35 @@ def build_former_dfer(cfg: DictConfig, label_set):
                      pretrained=spec.pretrained, temporal_depth=cfg.model.temporal_depth,
                      temporal_heads=cfg.model.temporal_heads)
     data = net.data_config
-    return net, InputSpec(int(spec.image_size), tuple(data["mean"]), tuple(data["std"]))
+    return net, pixels(cfg, spec.image_size, data["mean"], data["std"])
 
 
 NETS = {"clip_caer": build_clip_caer, "former_dfer": build_former_dfer}
+
+
+def architecture(cfg: DictConfig, net, inputs: InputSpec | None) -> dict:
+    """What a checkpoint's weights need to be loaded into and fed: the network, its parts' shapes and activations (read
+    off the built network where the config may leave them to the weights: QuickGELU, the temporal activation), the
+    frame count, the classes, and the pixels (size and normalisation)."""
+    from affectlab.models.temporal import TanhGelu
+
+    model = cfg.model
+    record = {"net": model.name, "streams": list(model.streams), "num_frames": int(cfg.data.num_segments),
+              "label_set": str(cfg.data.label_set), "temporal_depth": int(model.temporal_depth),
+              "temporal_heads": int(model.temporal_heads)}
+    modules = list(net.modules())
+    record["temporal_activation"] = "gelu_tanh" if any(isinstance(m, TanhGelu) for m in modules) else "gelu"
+    if model.name == "clip_caer":
+        record.update(backbone=model.backbone, n_ctx=int(model.n_ctx), learnable_ctx=bool(model.learnable_ctx),
+                      temporal_mlp_dim=int(net.temporal[net.streams[0]].encoder.layers[0].linear1.out_features),
+                      logit_scale=float(model.logit_scale), text=model.text,
+                      quick_gelu=any(type(m).__name__ == "QuickGELU" for m in modules))
+    else:
+        record.update(backbone=model.former_dfer.backbone)
+    if inputs is not None:
+        record.update(image_size=int(inputs.image_size), mean=[float(v) for v in inputs.mean],
+                      std=[float(v) for v in inputs.std])
+    return record
 
 
 def build_net(cfg: DictConfig):

@@ -3,21 +3,27 @@ the crop `cache`, `prepare` the boxes of your own clips. Each goes through the r
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from affectlab.lab.checkpoints import resolve_resume
+from affectlab.lab.checkpoints import load_checkpoint, resolve_resume
 from affectlab.lab.config import ConfigError
 from affectlab.lab.raer.data import RaerDataModule, dataset_root
 from affectlab.lab.raer.module import ClipCaerModule
-from affectlab.lab.raer.nets import build_net
+from affectlab.lab.raer.nets import architecture, build_net
 from affectlab.lab.run import Outcome, evaluate as evaluate_checkpoint, finish, train as train_run
+from affectlab.lab.tracking import log_dataset
 
 
-def build(cfg: DictConfig) -> tuple[ClipCaerModule, RaerDataModule]:
-    """The module and datamodule a config describes (the network from affectlab.lab.raer.nets)."""
+def build(cfg: DictConfig, record: dict | None = None) -> tuple[ClipCaerModule, RaerDataModule]:
+    """The module and datamodule a config describes (the network from affectlab.lab.raer.nets); `record` gets what
+    its checkpoints are a model of (experiment, classes, config, architecture)."""
     net, class_names, inputs = build_net(cfg)
+    if record is not None:
+        record.update(experiment="raer", classes=class_names, config=OmegaConf.to_container(cfg, resolve=True),
+                      architecture=architecture(cfg, net, inputs))
     frozen = net.image_encoder if cfg.model.name == "clip_caer" and cfg.model.freeze_image_encoder else None
     datamodule = RaerDataModule(cfg.data, image_size=inputs.image_size, mean=inputs.mean, std=inputs.std,
                                 seed=cfg.seed, frozen_encoder=frozen, streams=cfg.model.streams)
@@ -42,13 +48,44 @@ def artifacts(outcome: Outcome) -> list[Path]:
     return paths
 
 
+def log_data(cfg: DictConfig, outcome: Outcome) -> None:
+    """What the run read, on its MLflow page: each split's clips and where they came from (the synthetic set said)."""
+    root = str(outcome.datamodule.root())
+    source = root if cfg.data.root else f"embedded synthetic RAER (generated, {root})"
+    for split in ("train", "val", "test"):
+        dataset = getattr(outcome.datamodule, f"{split}_set", None)
+        if dataset is not None:
+            log_dataset(outcome.logger, f"RAER {split}", source, len(dataset), split, toy=not cfg.data.root)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, select on validation UAR, test the best checkpoint once; returns the test metrics."""
-    outcome = train_run(cfg, lambda: build(cfg), monitor="val/uar", loader_workers=cfg.data.num_workers)
+    """Train, select on validation UAR, test the best checkpoint once, log it as an MLflow model registered as
+    affectlab-raer; returns the test metrics."""
+    record: dict = {}
+    outcome = train_run(cfg, lambda: build(cfg, record), monitor="val/uar", loader_workers=cfg.data.num_workers,
+                        record=lambda: record)
     if outcome.is_main:
+        log_data(cfg, outcome)
         finish(cfg, outcome.logger, f"RAER test ({cfg.model.name}, {cfg.model.backbone})", outcome.metrics,
                artifacts=artifacts(outcome), checkpoint=outcome.best_checkpoint)
+        export(outcome, record)
     return outcome.metrics
+
+
+def export(outcome: Outcome, record: dict) -> str | None:
+    """The best checkpoint (or the last model) as an MLflow model registered as affectlab-raer."""
+    from affectlab.lab.export import write_bundle
+    from affectlab.lab.raer.predict import log_raer_model
+
+    if outcome.best_checkpoint:
+        state = load_checkpoint(outcome.best_checkpoint)["state_dict"]
+    else:
+        state = outcome.module.state_dict()
+    weights = {k.removeprefix("net."): v.cpu() for k, v in state.items() if k.startswith("net.")}
+    folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
+    bundle = write_bundle(folder, "raer", record["classes"], record["config"], {"weights": weights},
+                          architecture=record["architecture"])
+    return log_raer_model(outcome.logger, bundle)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -59,7 +96,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if checkpoint is None:
         raise ConfigError(f"evaluate needs resume=<checkpoint .ckpt> (or resume=auto with a checkpoint under "
                           f"checkpoint_dir={cfg.checkpoint_dir}); got resume={cfg.resume!r}")
-    outcome = evaluate_checkpoint(cfg, lambda: build(cfg), checkpoint, loader_workers=cfg.data.num_workers)
+    record: dict = {}
+    outcome = evaluate_checkpoint(cfg, lambda: build(cfg, record), checkpoint, loader_workers=cfg.data.num_workers,
+                                  record=lambda: record)
     if outcome.is_main:
         finish(cfg, outcome.logger, f"RAER evaluation of {checkpoint}", outcome.metrics, artifacts=artifacts(outcome))
     return outcome.metrics

@@ -8,9 +8,11 @@ whose size or SHA-256 differs instead of reading it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +29,19 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class DiskFullError(OSError):
+    """A file could not be written for want of space; the message says which, where, and how much was needed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(scratch)`` on a scratch file beside `path`, flush it to disk, then rename it over `path`.
 
     A crash at any moment leaves either the old file or the new one, never a part of either (rename is atomic on
-    POSIX within one file system, which is why the scratch file lives in the same folder).
+    POSIX within one file system, which is why the scratch file lives in the same folder). A full disk is a
+    DiskFullError naming the file, the space free there and at least what the file needed; the old file stays.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,9 +53,28 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
         with scratch.open("rb+") as flushed:
             os.fsync(flushed.fileno())
         os.replace(scratch, path)
+    except Exception as error:
+        if not _disk_full(error, path.parent):
+            raise
+        written = scratch.stat().st_size if scratch.exists() else 0
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(errno.ENOSPC, f"disk full: writing {path} stopped after {written / 1e6:.1f} MB with "
+                                          f"{free / 1e6:.1f} MB free on its file system (it needs more than that); "
+                                          "nothing was left half-written: free some space and run again (resume=auto "
+                                          "continues a training)") from None
     finally:
         scratch.unlink(missing_ok=True)
     return path
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """True when a write failed for want of space: ENOSPC or a quota, or a writer's own failure (torch.save's zip
+    writer raises a RuntimeError, "file write failed") while less than 64 MB are free."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left on device" in str(error):
+        return True
+    return "write failed" in str(error) and shutil.disk_usage(folder).free < 64e6
 
 
 def file_record(path: str | Path) -> dict:
@@ -60,6 +89,19 @@ def matches(path: str | Path, record: dict | None) -> bool:
     if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
         return False
     return sha256_of(path) == record.get("sha256")
+
+
+def inside(root: str | Path, relative: str, where: str) -> Path:
+    """``root / relative`` for a path read from a data file (a clip's folder in an annotation line): a path that would
+    leave `root` (absolute, or climbing out with ``..``) is a DatasetError naming `where` (the file and line), so that
+    neither a reader nor a cache writer ever touches a file outside the data set's or the cache's folder."""
+    from affectlab.datasets.errors import DatasetError
+
+    parts = Path(relative).parts
+    if not relative or Path(relative).is_absolute() or ".." in parts or relative.startswith("~"):
+        raise DatasetError(f"{where}: path {relative!r} would leave {root}; expected a path inside it (relative, "
+                           "without '..')")
+    return Path(root) / relative
 
 
 def cache_key(parts: dict) -> str:

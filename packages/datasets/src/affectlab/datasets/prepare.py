@@ -45,6 +45,11 @@ def haar_face_detector(min_size: int = 24) -> FaceDetector:
     return detect
 
 
+def largest_face(found: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float] | None:
+    """The largest of a detector's face boxes (the clip's student, the video's speaker); None when it found none."""
+    return max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None)
+
+
 def find_clips(images: Path) -> dict[str, Path]:
     """{clip_dir: frame folder or video file} under `images/`, clip_dir relative to it without a video suffix."""
     clips: dict[str, Path] = {}
@@ -104,10 +109,9 @@ def prepare_boxes(root: str | Path, detector: FaceDetector | None = None) -> dic
         size = (1, 1)
         for k, frame in clip_frames(source):
             size = (frame.shape[1], frame.shape[0])
-            found = detector(frame)
-            if found:
-                x1, y1, x2, y2 = max(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))  # the largest face
-                boxes[f"{k}.jpg"] = [int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))]
+            face = largest_face(detector(frame))
+            if face is not None:
+                boxes[f"{k}.jpg"] = [int(round(v)) for v in face]
         face_json[clip_dir] = boxes
         body_json[clip_dir] = body_box([tuple(b) for b in boxes.values()], *size)
     (root / "bounding_box").mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from affectlab.datasets.errors import DatasetError, DatasetWarning
-from affectlab.datasets.integrity import file_record, matches, write_atomic
+from affectlab.datasets.integrity import file_record, inside, matches, write_atomic
 from affectlab.datasets.labelsets import LabelSet, load_label_set
 from affectlab.datasets.video import READERS, VIDEO_SUFFIXES, check_reader, probe_video, read_images
 from affectlab.datasets.votes import majority_label, soft_label
@@ -119,6 +119,7 @@ def read_annotation(
             if num_frames < 1:
                 raise DatasetError(f"{where}: num_frames is {num_frames}; expected at least 1")
             labels = [_parse_label(text, names, num_classes, where, line) for text in label_texts]
+            inside("the data set's folder", clip_dir, where)  # a clip_dir that leaves the data set is refused here
             if clip_dir in first_seen:
                 raise DatasetError(
                     f"{where}: clip {clip_dir!r} repeats line {first_seen[clip_dir]}; expected each clip once"
@@ -456,13 +457,8 @@ class RaerDataset(torch.utils.data.Dataset):
     def _boxes(self, index: int, k: int, width: int, height: int):
         """The widened face box of 0-based frame k and the clip's body box, in that frame's pixels."""
         face_box = self._face_boxes[index][k].tolist()
-        if math.isnan(face_box[0]):
-            face_box = (0.0, 0.0, width, height)
-        else:
-            face_box = _widen(face_box, self.face_margin, width, height)
-        body_box = self._body_boxes[index]
-        body_box = (0.0, 0.0, width, height) if body_box is None else _clamp(body_box, width, height)
-        return face_box, body_box
+        return crop_regions(None if math.isnan(face_box[0]) else face_box, self._body_boxes[index], width, height,
+                            self.face_margin)
 
     def _fill_crops(self, index: int, frames: Sequence[int], rows: Sequence[int], faces: np.ndarray,
                     contexts: np.ndarray) -> None:
@@ -508,11 +504,32 @@ class RaerDataset(torch.utils.data.Dataset):
         be a reduced decode of a `full_size` frame."""
         width, height = full_size or image.size
         face_box, body_box = self._boxes(index, k, width, height)
-        sx, sy = image.width / width, image.height / height
-        size = self.image_size
-        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_box, sx, sy), reducing_gap=REDUCING_GAP)
+        crop_into(image, face_box, body_box, face, context, full_size)
+
+
+def crop_regions(face_box, body_box, width: int, height: int, face_margin: float):
+    """(face region, context region) of a width x height frame, as float (x1, y1, x2, y2): the face box widened by
+    `face_margin` px on every side and the body box, both clamped to the frame; the whole frame for a box that is
+    None. What RaerDataset crops a frame with, and affectlab.datasets.windows a user's video."""
+    whole = (0.0, 0.0, width, height)
+    face_region = whole if face_box is None else _widen(face_box, face_margin, width, height)
+    body_region = whole if body_box is None else _clamp(body_box, width, height)
+    return face_region, body_region
+
+
+def crop_into(image: Image.Image, face_region, body_region, face: np.ndarray | None, context: np.ndarray,
+              full_size: tuple[int, int] | None = None) -> None:
+    """Write a frame's face crop (its face region resized to S x S) and its context (the body region letterboxed on a
+    black S x S canvas) into `face` and `context` ([3, S, S] uint8); `face` None: the context only. The regions are in
+    the pixels of the full frame; `image` is its RGB decode, which may be a reduced one of a `full_size` frame."""
+    width, height = full_size or image.size
+    sx, sy = image.width / width, image.height / height
+    if face is not None:
+        size = face.shape[-1]
+        resized = image.resize((size, size), Image.BILINEAR, box=_scale(face_region, sx, sy),
+                               reducing_gap=REDUCING_GAP)
         face[:] = np.asarray(resized).transpose(2, 0, 1)
-        _letterbox_into(image, _scale(body_box, sx, sy), context)
+    _letterbox_into(image, _scale(body_region, sx, sy), context)
 
 
 def normalise_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -548,7 +565,7 @@ def write_crop_cache(dataset: RaerDataset, folder: str | Path) -> Path:
         if {k: previous.get(k) for k in key} == key:  # crops made otherwise are all rebuilt
             records = previous.get("clips", {})
     for index, clip in enumerate(dataset.clips):
-        target = folder / clip.clip_dir
+        target = inside(folder, clip.clip_dir, clip.source)
         record = _clip_record(target / CLIP_RECORD)
         expected_frames = dataset._frame_counts[index]
         if not (record is not None and record.get("key") == key and record.get("frames") == expected_frames
@@ -579,7 +596,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _clip_source(images: Path, clip: RaerClip) -> Path:
     """The clip's frame folder `images/<clip_dir>`, or its video file `images/<clip_dir>` / `images/<clip_dir>.<ext>`."""
-    folder = images / clip.clip_dir
+    folder = inside(images, clip.clip_dir, clip.source)
     if folder.is_dir():
         return folder
     if folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES:

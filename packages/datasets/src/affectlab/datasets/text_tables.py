@@ -195,3 +195,23 @@ def _parquet_records(path: Path) -> Iterator[tuple[dict, str]]:
         raise DatasetError(f"{path}: cannot read as Parquet ({error}); expected a Parquet corpus table") from None
     for number, row in enumerate(rows, start=1):
         yield row, f"{path} row {number}"
+
+
+def read_texts(path: str | Path, column: str = "text") -> list[str]:
+    """The texts a user gives to a trained model: a plain text file (``.txt`` without tabs: one text per non-empty
+    line) or a table (CSV, TSV, JSONL, JSON, Parquet) and its `column`. Empty texts are skipped; a file with none is
+    an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file; expected a text file (one text per line) or a CSV/TSV/JSONL table")
+    if path.suffix.lower() in ("", ".txt") and "\t" not in read_text(path, "text file", "texts").partition("\n")[0]:
+        texts = [line.strip() for line in read_text(path, "text file", "one text per line").splitlines()]
+    else:
+        rows = [record for record, _ in read_records(path)]
+        if rows and column not in rows[0]:
+            raise DatasetError(f"{path}: no column {column!r}; its columns are {list(rows[0])} (give text_column=...)")
+        texts = [str(record.get(column) or "").strip() for record in rows]
+    texts = [text for text in texts if text]
+    if not texts:
+        raise DatasetError(f"{path}: holds no text; expected one text per line or a {column!r} column")
+    return texts

@@ -1,0 +1,67 @@
+"""A trained compound-expression model used on videos: predict on one of the run's own videos gives the run's own
+per-frame labels (same visual models, same fusion, same PPA), through the command and through the registered MLflow
+model; a model with no visual modality says so."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectlab.datasets.labelsets import load_label_set
+from affectlab.fusion import read_submission
+from affectlab.lab.cexpr import main
+from affectlab.lab.cexpr.data import compound_videos, resolve_root
+from affectlab.lab.config import ConfigError, load_config
+from affectlab.lab.export import example_clip
+
+COMPOUNDS = load_label_set("cexpr").compounds
+TINY = [
+    "data.synthetic.num_videos=3",
+    "data.synthetic.num_basic_videos=10",
+    "data.synthetic.afew_clips_per_class=2",
+    "data.synthetic.seconds=[10,14]",
+    "data.synthetic.frame_size=32",
+    "data.train_samples_per_epoch=null",
+    "trainer.max_epochs=4",
+    "trainer.enable_progress_bar=false",
+    "early_stopping.patience=2",
+    "visual.frames_per_window=4",
+    "ablation=false",
+    "data.modalities=[zero_shot_clip,static_face,dynamic_face]",
+]
+
+
+def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir):
+    tracking = f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"
+    main([*TINY, tracking])
+    run = mlflow.MlflowClient(tracking.split("=", 1)[1]).search_runs(
+        [mlflow.MlflowClient(tracking.split("=", 1)[1]).get_experiment_by_name("cexpr").experiment_id])[0]
+    submitted = read_submission(workdir / "mlartifacts" / run.info.run_id / "artifacts" / "submission_ppa.csv",
+                                COMPOUNDS)
+    cfg = load_config("cexpr", TINY, environ={})
+    video = compound_videos(resolve_root(cfg.data), cfg.data)[0]
+
+    main(["predict", f"input={video.path}", f"output={workdir / 'out'}", tracking])
+    table = pd.read_csv(workdir / "out" / "predictions.csv")
+    assert len(table) == video.num_frames and table["frame"].tolist() == list(range(1, video.num_frames + 1))
+    np.testing.assert_array_equal([COMPOUNDS.index(x) for x in table["label"]], submitted[video.name])
+    challenge = read_submission(workdir / "out" / "submission.csv", COMPOUNDS)
+    np.testing.assert_array_equal(challenge[video.path.stem], submitted[video.name])
+
+    mlflow.set_tracking_uri(tracking.split("=", 1)[1])
+    model = mlflow.pyfunc.load_model("models:/affectlab-cexpr/latest")
+    answer = model.predict(pd.DataFrame({"path": [str(video.path)]}))
+    np.testing.assert_allclose(answer[list(COMPOUNDS)], table[list(COMPOUNDS)], atol=1e-5)
+
+
+def test_a_model_without_visual_modalities_is_not_offered_for_videos(workdir, capsys):
+    tracking = f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"
+    main([*[t for t in TINY if not t.startswith("data.modalities")], tracking, "visual.modalities=[]",
+          "data.modalities=[audio]"])
+    assert "none of which comes from a video's frames" in capsys.readouterr().out
+    video = example_clip(workdir)
+    with pytest.raises(ConfigError, match="no model is registered as affectlab-cexpr"):
+        main(["predict", f"input={video}", tracking, f"output={workdir / 'out'}"])
+    assert not (workdir / "out").exists()

@@ -1,0 +1,60 @@
+"""MELD's words-alone model used on a user's texts: registered by the training that makes it, predict on a text file
+and on a table, the MLflow model giving the command's probabilities, bad input as one line with nothing written."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectlab.datasets.emotion_corpus import EMOTIONS
+from affectlab.lab.cli import console
+from affectlab.lab.meld import EXPERIMENT, main
+
+TINY_BERT = ("model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
+             "intermediate_size: 64}")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("meld-predict")
+    tracking = f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}"
+    main([TINY_BERT, tracking, "tasks=[meld]", "data.meld.dir=null", "approaches=[transcript]",
+          "data.meld.train_size=40", "data.meld.dev_size=20", "trainer.max_epochs=1", "model.text.max_length=16",
+          "data.batch_size=20", f"checkpoint_dir={folder / 'ckpt'}"])
+    return tracking
+
+
+def test_texts_from_a_file_or_a_table_get_emotion_probabilities(trained, tmp_path):
+    lines = tmp_path / "texts.txt"
+    lines.write_text("I am so happy today!\n\nWhy would you do that to me?\nThe bus leaves at nine.\n")
+    main(["predict", f"input={lines}", f"output={tmp_path / 'a'}", trained])
+    table = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    assert list(table.columns) == ["text", *EMOTIONS, "label"]
+    assert table["text"].tolist() == ["I am so happy today!", "Why would you do that to me?", "The bus leaves at nine."]
+    np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-5)
+
+    rows = tmp_path / "texts.jsonl"
+    rows.write_text("".join(f'{{"id": {i}, "utterance": "{t}"}}\n' for i, t in enumerate(table["text"])))
+    main(["predict", f"input={rows}", "text_column=utterance", f"output={tmp_path / 'b'}", trained])
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "b" / "predictions.csv")[list(EMOTIONS)], table[list(EMOTIONS)],
+                               atol=1e-6)
+
+    mlflow.set_tracking_uri(trained.split("=", 1)[1])
+    answer = mlflow.pyfunc.load_model("models:/affectlab-meld/latest").predict(pd.DataFrame({"text": table["text"]}))
+    np.testing.assert_allclose(answer[list(EMOTIONS)], table[list(EMOTIONS)], atol=2e-6)
+
+
+def test_an_empty_text_file_or_a_missing_column_is_one_line_and_nothing_is_written(trained, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    table = tmp_path / "t.csv"
+    table.write_text("id,sentence\n1,hello\n")
+    for source, said in ((empty, "holds no text"), (table, "no column 'text'"),
+                         (tmp_path / "nowhere.txt", "no such file")):
+        with pytest.raises(SystemExit):
+            console(EXPERIMENT, ["predict", f"input={source}", f"output={tmp_path / 'out'}", trained])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("meld:")]
+        assert len(err) == 1 and said in err[0], err
+        assert not (tmp_path / "out").exists()
