@@ -83,7 +83,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained: Path, tmp_path: Path,
         console(EXPERIMENT, ["predict", *given, *model, f"output={output}", tracking(trained)])
     errors = capsys.readouterr().err.strip().splitlines()
     assert exit.value.code in (1, 2) and len(errors) == 1 and errors[0].startswith("probing: error: "), errors
-    expected = {"empty file": "no text in it", "no such model": "models:/affectlab-probing/99",
+    expected = {"empty file": "holds no text", "no such model": "models:/affectlab-probing/99",
                 "another experiment's model": "a model of 'raer', not of 'probing'",
                 "no input": "input=PATH"}[case]
     assert expected in errors[0]

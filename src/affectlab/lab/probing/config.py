@@ -148,9 +148,9 @@ class Persistence:
 class Predict:
     model: str | None = key(None, "the probes: a run id, runs:/<id>/model, models:/affectlab-probing/<version>, a "
                                   "model folder; null: the newest registered version")
-    input: str | None = key(None, "the texts: a .txt file (one per line) or a CSV/TSV/JSONL/JSON/Parquet table")
-    text_column: str | int = key("text", "the tables' text column (a name or a 0-based number)")
-    output: str = key("predictions/probing", "the folder that receives predictions.csv and trajectories/")
+    input: str | None = key(None, "the texts: a text file (one per line) or a CSV/TSV/JSONL/JSON/Parquet table")
+    text_column: str = key("text", "the tables' text column")
+    output: str = key("predictions", "the folder predictions.csv and trajectories/ go to")
     trajectories: int = key(3, "per-token trajectories (the best layer's probe) of this many first texts", min=0)
 
 

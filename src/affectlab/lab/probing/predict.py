@@ -3,7 +3,7 @@
 
     lightning run experiments/probing.py predict model=REF input=texts.txt [output=DIR]
 
-Texts (a .txt file, one per line, or a CSV/TSV/JSONL/JSON/Parquet table with a text column) -> every layer's probe
+Texts (a text file, one per line, or a CSV/TSV/JSONL/JSON/Parquet table with a text column: `read_texts`) -> every layer's probe
 probabilities (``predictions.csv``: text, layer, one column per class, label) and, for the first texts, the best
 layer's probe read token by token (``trajectories/NN.csv`` + ``.png``). The bundle holds the probes' weights and
 standardisation, the layers, the pooling, the input format, the classes and the language model's name and revision:
@@ -16,7 +16,6 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import torch
@@ -24,8 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
-from affectlab.datasets.text_tables import read_columns
-from affectlab.datasets.textfile import read_text
+from affectlab.datasets.text_tables import read_texts
 from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, ModelNotFoundError, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.probing.data import build_extractor, model_source
@@ -56,12 +54,8 @@ def output_columns(classes: Sequence[str]) -> list[tuple[str, str]]:
 
 def log_probe_model(logger, bundle: Bundle, example_texts: Sequence[str]) -> str | None:
     """The bundle as the run's MLflow model, registered as affectlab-probing (None off rank 0)."""
-    if logger is None:
-        return None
-    # export.log_model reads logger.experiment.tracking_uri, which the resilient client does not pass through (it
-    # wraps every attribute as a method): the run is named by what log_model reads, and nothing else
-    run = SimpleNamespace(experiment=SimpleNamespace(tracking_uri=logger._tracking_uri), run_id=logger.run_id)
-    return log_model(run, bundle, pd.DataFrame({"text": list(example_texts)}), output_columns(bundle.classes))
+    return log_model(logger, bundle, pd.DataFrame({"text": list(example_texts)}), output_columns(bundle.classes),
+                     [("text", "string", True)])
 
 
 class Predictor:
@@ -121,22 +115,6 @@ class Predictor:
                                 kind="probability", multi_label=self.multi_label)
 
 
-def read_texts(path: Path, text_column: str | int) -> list[str]:
-    """The texts of ``predict.input``: a .txt file one per line (blank lines skipped), else a table's text column."""
-    if not path.is_file():
-        raise ConfigError(f"predict.input={path}: no such file; expected a .txt file (one text per line) or a "
-                          "CSV/TSV/JSONL/JSON/Parquet table with a text column")
-    if path.suffix.lower() == ".txt":
-        texts = [line.strip() for line in read_text(path, "text file", "UTF-8 text, one text per line").splitlines()]
-    else:
-        texts = [str(cells["text"]).strip() if cells["text"] is not None else ""
-                 for cells, _ in read_columns(path, {"text": text_column}, what="table of texts")]
-    texts = [text for text in texts if text]
-    if not texts:
-        raise DatasetError(f"{path}: no text in it (blank lines and empty cells are skipped); expected at least one")
-    return texts
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "text"
 
@@ -148,7 +126,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     if spec.input is None:
         raise ConfigError("predict.input is not set: give the texts as input=PATH (a .txt file, one text per line, or "
                           "a table with a text column)")
-    texts = read_texts(Path(str(spec.input)).expanduser(), spec.text_column)
+    texts = read_texts(Path(str(spec.input)).expanduser(), str(spec.text_column))
     folder = resolve(None if spec.model is None else str(spec.model), EXPERIMENT, tracking_uri(cfg.mlflow.tracking_uri))
     bundle = read_bundle(folder)
     if bundle.experiment != EXPERIMENT:
