@@ -17,12 +17,14 @@ from builders import ROOT, TINY_RUN, child_env, kill_when, start
 EPOCHS = 6
 
 
-def epoch_reached(folder: Path, epoch: int):
-    """A condition for `kill_when`: some last.ckpt under `folder` records `epoch` or later (that epoch is over)."""
+def epoch_reached(folder: Path, epoch: int, logged: callable):
+    """A condition for `kill_when`: some last.ckpt under `folder` records `epoch` or later (that epoch is over) and
+    `logged()` epochs have reached MLflow."""
 
     def reached() -> bool:
         records = [read_record(path) for path in folder.rglob("last.ckpt")]
-        return any(record and record["epoch"] is not None and record["epoch"] >= epoch for record in records)
+        over = any(record and record["epoch"] is not None and record["epoch"] >= epoch for record in records)
+        return over and logged() > epoch
 
     return reached
 
@@ -58,7 +60,14 @@ def test_a_run_killed_after_its_best_epoch_resumes_from_its_latest(experiment, t
     command = [sys.executable, str(ROOT / "experiments" / f"{experiment}.py"), *CASES[experiment],
                f"mlflow.tracking_uri={uri}", f"checkpoint_dir={tmp_path / 'ckpt'}", "checkpoint_every.minutes=null"]
     process = start(command, tmp_path)
-    kill_when(process, epoch_reached(tmp_path / "ckpt", 2))
+
+    def logged() -> int:
+        try:
+            return len(set(losses(uri, experiment, LOSS[experiment])))
+        except Exception:  # the store or the experiment is not there yet
+            return 0
+
+    kill_when(process, epoch_reached(tmp_path / "ckpt", 2, logged))
 
     latest = newest_intact(tmp_path / "ckpt") if experiment != "meld" else max(
         (tmp_path / "ckpt").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
