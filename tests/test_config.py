@@ -110,6 +110,6 @@ def test_the_console_prints_one_line_per_problem_without_a_traceback(capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert err == ("raer: error: unknown command 'trian'; did you mean train? (commands: train, evaluate, compare, "
-                   "describe, prepare, cache; settings are key=value)\n")
+                   "describe, prepare, cache, predict; settings are key=value)\n")
     with pytest.raises(ConfigError):  # --debug: the exception itself, with its traceback
         console(EXPERIMENT, ["trian", "--debug"])

@@ -58,7 +58,7 @@ def print_table(columns: Mapping[str, Sequence], title: str, console: Console | 
     column left-aligned and the others right-aligned."""
     table = Table(title=title)
     for position, name in enumerate(columns):
-        table.add_column(str(name), justify="left" if position == 0 else "right")
+        table.add_column(str(name), justify="left" if position == 0 else "right", overflow="fold")
     for row in zip(*columns.values()):
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     (console or Console()).print(table)

@@ -33,6 +33,7 @@ from affectlab.lab.cexpr.modalities import MODELS, VISUAL_MODALITIES, read_windo
 from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, example_clip, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.report import Progress
+from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 from affectlab.models.clip import create_clip
 from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
@@ -162,6 +163,7 @@ def predict(cfg: DictConfig) -> Path:
     settings = cfg.predict
     if not settings.input:
         raise ConfigError("predict needs input=<a video or a folder of videos>")
+    start(cfg)  # threads for this machine (num_threads), seeded
     source = Path(str(settings.input)).expanduser()
     if not source.exists():
         raise DatasetError(f"input={settings.input}: no such file or folder")

@@ -24,6 +24,7 @@ from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.meld.module import text_classifier
 from affectlab.lab.report import Progress
+from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 
 MODEL_TRAINING = "meld/transcript"  # the training whose model is exported: the words alone, on MELD
@@ -54,8 +55,8 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, texts: list[str], progress: Progress | None = None) -> torch.Tensor:
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            out.append(torch.softmax(self.net(texts[start:start + self.batch_size]).float(), dim=-1))
+        for first in range(0, len(texts), self.batch_size):
+            out.append(torch.softmax(self.net(texts[first:first + self.batch_size]).float(), dim=-1))
             if progress is not None:
                 progress.advance(len(out[-1]))
         return torch.cat(out)
@@ -95,6 +96,7 @@ def predict(cfg: DictConfig) -> Path:
     settings = cfg.predict
     if not settings.input:
         raise ConfigError("predict needs input=<a text file, one text per line, or a CSV/TSV/JSONL table>")
+    start(cfg)  # threads for this machine (num_threads), seeded
     texts = read_texts(Path(str(settings.input)).expanduser(), settings.text_column)
     folder = resolve(settings.model, "meld", tracking_uri(cfg.mlflow.tracking_uri))
     predictor = Predictor.from_bundle(read_bundle(folder))

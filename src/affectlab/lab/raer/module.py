@@ -62,7 +62,6 @@ class ClipCaerModule(L.LightningModule):
         self.test_recall = MulticlassRecall(n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.test_context_confusion = torch.nn.ModuleList(MulticlassConfusionMatrix(n) for _ in self.contexts)
-        self.mlflow_run_id: str | None = None
         self.artifact_dir = Path(tempfile.mkdtemp(prefix="affectlab-"))
 
     def setup(self, stage: str) -> None:

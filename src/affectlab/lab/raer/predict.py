@@ -34,6 +34,7 @@ from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, example_clip, log_model, read_bundle, resolve
 from affectlab.lab.raer.nets import InputSpec, architecture, build_net
 from affectlab.lab.report import Progress
+from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 
 INPUT_COLUMNS = ("path", "window_s", "hop_s", "whole_frame")  # path required, the others optional, per row
@@ -226,6 +227,7 @@ def predict(cfg: DictConfig) -> Path:
     settings = cfg.predict
     if not settings.input:
         raise ConfigError("predict needs input=<a video, a folder of videos, or a RAER-layout folder>")
+    start(cfg)  # threads for this machine (num_threads), seeded
     source = Path(str(settings.input)).expanduser()
     if not source.exists():
         raise DatasetError(f"input={settings.input}: no such file or folder")

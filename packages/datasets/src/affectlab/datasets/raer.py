@@ -235,8 +235,7 @@ class RaerDataset(torch.utils.data.Dataset):
     count, with one DatasetWarning for that clip.
 
     Training draws frames from torch's global RNG so that DataLoader worker seeding (and `seed_everything`) decides
-    them and they change every epoch; evaluation takes segment centres. `seed` is kept for configs that pass it and
-    does not change the sampling.
+    them and they change every epoch; evaluation takes segment centres.
 
     In the JSON files an explicit `null` (or `[]`) box means "no box": a clip missing from face.json or body.json is
     an error, since it usually means the annotation and the boxes come from different releases. With `skipped` (a
@@ -259,7 +258,6 @@ class RaerDataset(torch.utils.data.Dataset):
         face_margin: int = 20,
         mean: tuple[float, float, float] = CLIP_MEAN,
         std: tuple[float, float, float] = CLIP_STD,
-        seed: int = 0,
         num_classes: int = len(RAER_CLASSES),
         contexts: Sequence[str] | None = None,
         skipped: list[str] | None = None,
@@ -272,7 +270,6 @@ class RaerDataset(torch.utils.data.Dataset):
         self.train = train
         self.image_size = image_size
         self.face_margin = face_margin
-        self.seed = seed
         self.num_classes = num_classes
         self.contexts = tuple(contexts) if contexts is not None else None
         self.video_reader = check_reader(video_reader)

@@ -59,9 +59,3 @@ class TemporalEmotionHead(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return torch.softmax(self.logits(embeddings), dim=-1)
-
-
-def clip_embed_dim(clip_model: nn.Module) -> int:
-    """The width of a CLIP model's joint embedding space."""
-    projection = clip_model.text_projection
-    return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
