@@ -449,15 +449,6 @@ def write_table(path: Path, rows: list[tuple[str, str]], *, header: tuple[str, s
     return path
 
 
-def compiled_child_env(pycache: Path) -> dict[str, str]:
-    """`child_env` whose processes keep their compiled bytecode in ``pycache`` (a folder of the test session), so that
-    the second and later children of a test import in a third of the time even where PYTHONDONTWRITEBYTECODE is set."""
-    env = child_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return env
-
-
 def write_meld_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     """A MELD ``<split>_sent_emo.csv`` of ``(utterance, emotion)`` rows: dialogue ``n // 5``, utterance ``n % 5``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,11 @@ import pytest
 from mlflow import MlflowClient
 
 from affectlab.lab.probing import main
-from builders import ROOT, compiled_child_env, emotion_texts, free_port, write_table
+from builders import ROOT, child_env, emotion_texts, free_port, write_table
 
 
 @pytest.mark.slow  # two processes start, each importing torch, transformers, Lightning and MLflow
-def test_two_processes_share_the_extraction_and_report_the_metrics_of_one(workdir: Path, tmp_path_factory):
+def test_two_processes_share_the_extraction_and_report_the_metrics_of_one(workdir: Path):
     write_table(workdir / "train.csv", emotion_texts(12))
     write_table(workdir / "test.csv", emotion_texts(4, offset=100))
     common = ["data.source=files", f"data.train={workdir / 'train.csv'}", f"data.test={workdir / 'test.csv'}",
@@ -30,8 +30,7 @@ def test_two_processes_share_the_extraction_and_report_the_metrics_of_one(workdi
     command = [str(Path(sys.executable).parent / "lightning"), "run", "--accelerator", "cpu", "--devices", "2",
                "--main-port", str(free_port()), str(ROOT / "experiments" / "probing.py"), *common,
                f"cache_dir={workdir / 'two'}", f"mlflow.tracking_uri={uri}", f"checkpoint_dir={workdir / 'ckpt-two'}"]
-    done = subprocess.run(command, cwd=workdir, env=compiled_child_env(tmp_path_factory.getbasetemp() / "pycache"),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=workdir, env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     shards = {rank: {int(k) for r, k in re.findall(r"\[rank (\d)\] extracted shard (\d+) of", done.stdout)
                      if int(r) == rank} for rank in (0, 1)}

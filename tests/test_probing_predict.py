@@ -15,7 +15,7 @@ import pytest
 from affectlab.lab.cli import console
 from affectlab.lab.export import write_bundle
 from affectlab.lab.probing import EXPERIMENT, main
-from builders import compiled_child_env, emotion_texts, write_table
+from builders import child_env, emotion_texts, write_table
 
 TEXTS = ["I am so furious with you right now", "I am so happy and delighted today", "the bus leaves at nine"]
 CLASSES = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
@@ -91,8 +91,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained: Path, tmp_path: Path,
 
 
 @pytest.mark.slow  # a fresh process imports mlflow, torch and transformers and loads the model
-def test_the_registered_model_in_a_fresh_process_gives_the_commands_probabilities(trained: Path, tmp_path: Path,
-                                                                                   tmp_path_factory):
+def test_the_registered_model_in_a_fresh_process_gives_the_commands_probabilities(trained: Path, tmp_path: Path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
     command = main(["predict", f"input={texts}", f"output={tmp_path / 'out'}", "trajectories=0", tracking(trained)])
@@ -102,9 +101,8 @@ def test_the_registered_model_in_a_fresh_process_gives_the_commands_probabilitie
         "model = mlflow.pyfunc.load_model('models:/affectlab-probing/latest')\n"
         f"model.predict(pd.DataFrame({{'text': {TEXTS!r}}})).to_csv(sys.stdout, index=False)\n"
     )
-    env = compiled_child_env(tmp_path_factory.getbasetemp() / "pycache")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=child_env(), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     from io import StringIO
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import read_record
 from affectlab.lab.probing import main
-from builders import ROOT, compiled_child_env, emotion_texts, history, kill_when, write_table
+from builders import ROOT, child_env, emotion_texts, history, kill_when, write_table
 
 LAYERS = (0, 3, 6)
 PATIENCE = 6
@@ -59,7 +59,7 @@ def epochs_checkpointed(workdir: Path) -> int:
 @pytest.mark.slow  # three real processes, two of them killed
 @pytest.mark.timeout(600)
 def test_probing_killed_in_extraction_then_after_the_best_epoch_resumes_to_the_run_left_alone(
-        tmp_path: Path, monkeypatch, tmp_path_factory):
+        tmp_path: Path, monkeypatch):
     data = tmp_path / "data"
     write_table(data / "train.csv", emotion_texts(16))
     write_table(data / "test.csv", emotion_texts(4, offset=100))
@@ -72,8 +72,7 @@ def test_probing_killed_in_extraction_then_after_the_best_epoch_resumes_to_the_r
     best = max(int(alone[f"best_epoch/layer_{layer:02d}"]) for layer in LAYERS)
     assert alone["epochs_run"] == best + PATIENCE
 
-    args, env = probing_args(killed_dir, data, tmp_path / "features"), compiled_child_env(
-        tmp_path_factory.getbasetemp() / "pycache")
+    args, env = probing_args(killed_dir, data, tmp_path / "features"), child_env()
     shards = tmp_path / "features"
     first = launch(args, killed_dir, killed_dir / "first.log", env)
     kill_when(first, lambda: len(list(shards.glob("*/shards/00002.json"))) > 0)

@@ -27,6 +27,7 @@ from affectlab.datasets.text_tables import read_texts
 from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, ModelNotFoundError, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.probing.data import build_extractor, model_source
+from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 from affectlab.probing import LayerProbes, load_model, plot_token_trajectory, token_trajectory
 
@@ -126,6 +127,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     if spec.input is None:
         raise ConfigError("predict.input is not set: give the texts as input=PATH (a .txt file, one text per line, or "
                           "a table with a text column)")
+    start(cfg)  # threads for this machine (num_threads), seeded
     texts = read_texts(Path(str(spec.input)).expanduser(), str(spec.text_column))
     folder = resolve(None if spec.model is None else str(spec.model), EXPERIMENT, tracking_uri(cfg.mlflow.tracking_uri))
     bundle = read_bundle(folder)
