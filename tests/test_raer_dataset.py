@@ -321,6 +321,12 @@ def test_bundled_raer_five_label_set():
     assert "phone" in labels.descriptors[labels.classes.index("Distraction")]
 
 
+def test_a_folder_named_like_a_bundled_set_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "goemotions").mkdir()  # the natural name of the data set's folder
+    monkeypatch.chdir(tmp_path)
+    assert len(load_label_set("goemotions").classes) == 28
+
+
 def test_user_label_set_with_mapping_or_list(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nclasses: [Calm, Busy]\ndescriptors:\n  Busy: typing fast\n  Calm: eyes closed\n")

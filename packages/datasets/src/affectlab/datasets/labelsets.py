@@ -87,7 +87,8 @@ def _load(name_or_path: str, folder: Path | None) -> LabelSet:
     path = Path(name_or_path)
     if folder is not None and not path.is_absolute() and (folder / path).is_file():
         path = folder / path  # a user's set may name a basis beside it
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # A folder named like a bundled set (a dataset called "goemotions" in the working directory) is not a label set.
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise DatasetError(f"{path}: label set file not found; expected a YAML file with name, classes, ...")
         return _parse_label_set(path.read_text(encoding="utf-8"), str(path), path.parent)
