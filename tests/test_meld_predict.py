@@ -7,23 +7,49 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import f1_score
 
 from affectlab.datasets.emotion_corpus import EMOTIONS
 from affectlab.lab.cli import console
 from affectlab.lab.meld import EXPERIMENT, main
+from builders import emotion_texts, write_meld_csv
 
 TINY_BERT = ("model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
              "intermediate_size: 64}")
 
 
+MELD_ROWS = {"train": emotion_texts(8), "dev": emotion_texts(3, offset=8), "test": emotion_texts(3, offset=11)}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> str:
+    """A MELD folder of texts that say their emotion, the words alone trained for 6 epochs and tested (and exported)
+    at the epoch best on dev."""
     folder = tmp_path_factory.mktemp("meld-predict")
+    for split, rows in MELD_ROWS.items():
+        write_meld_csv(folder / "meld" / f"{split}_sent_emo.csv", rows)
     tracking = f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}"
-    main([TINY_BERT, tracking, "tasks=[meld]", "data.meld.dir=null", "approaches=[transcript]",
-          "data.meld.train_size=40", "data.meld.dev_size=20", "trainer.max_epochs=1", "model.text.max_length=16",
-          "data.batch_size=20", f"checkpoint_dir={folder / 'ckpt'}"])
+    main([TINY_BERT, tracking, "tasks=[meld]", f"data.meld.dir={folder / 'meld'}", "approaches=[transcript]",
+          "data.meld.train_size=null", "data.meld.dev_size=null", "data.meld.test_size=null", "trainer.max_epochs=6",
+          "optim.lr_text=1e-3", "model.text.max_length=24", "data.batch_size=8", f"checkpoint_dir={folder / 'ckpt'}"])
     return tracking
+
+
+def test_the_model_tested_and_exported_is_the_epoch_best_on_dev(trained, tmp_path):
+    client = MlflowClient(trained.split("=", 1)[1])
+    (child,) = [r for r in client.search_runs([client.get_experiment_by_name("meld").experiment_id])
+                if r.info.run_name == "meld/transcript"]
+    val = [m.value for m in client.get_metric_history(child.info.run_id, "val/f1_weighted")]
+    best = int(np.argmax(val))
+    assert best != len(val) - 1, f"the data must make an earlier epoch the best for this test to mean anything: {val}"
+    assert child.data.tags["selected_epoch"].startswith(f"{best} ")
+    dev = tmp_path / "dev.csv"
+    pd.DataFrame({"text": [t for t, _ in MELD_ROWS["dev"]]}).to_csv(dev, index=False)
+    main(["predict", f"input={dev}", f"output={tmp_path / 'out'}", trained])
+    predicted = pd.read_csv(tmp_path / "out" / "predictions.csv")["label"]
+    truth = [y for _, y in MELD_ROWS["dev"]]
+    assert f1_score(truth, predicted, average="weighted") == pytest.approx(val[best], abs=1e-6)
 
 
 def test_texts_from_a_file_or_a_table_get_emotion_probabilities(trained, tmp_path):

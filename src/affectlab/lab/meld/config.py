@@ -150,6 +150,8 @@ class MeldConfig:
     approaches: list[Literal["transcript", "text", "features"]] = key(
         ["transcript", "text", "features"], "transcript (the words alone) | text (the textualized prompt: words and "
                                             "cues) | features (attention fusion of feature vectors)")
+    select: Literal["val/f1_weighted", "val/f1_macro", "val/accuracy"] | None = key(
+        "val/f1_weighted", "the validation metric whose best epoch is tested (and exported); null tests the last epoch")
     data: Data = section(Data)
     prompt: Prompt = section(Prompt)
     model: Model = section(Model)

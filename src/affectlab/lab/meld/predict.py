@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
 from affectlab.datasets.text_tables import read_texts
+from affectlab.fusion.textualize import text_part
 from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.meld.module import text_classifier
@@ -54,9 +55,10 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, texts: list[str], progress: Progress | None = None) -> torch.Tensor:
+        prompts = [text_part(t) for t in texts]  # what the model read in training: the transcript part of the prompt
         out = []
-        for first in range(0, len(texts), self.batch_size):
-            out.append(torch.softmax(self.net(texts[first:first + self.batch_size]).float(), dim=-1))
+        for first in range(0, len(prompts), self.batch_size):
+            out.append(torch.softmax(self.net(prompts[first:first + self.batch_size]).float(), dim=-1))
             if progress is not None:
                 progress.advance(len(out[-1]))
         return torch.cat(out)

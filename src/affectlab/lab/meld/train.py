@@ -47,7 +47,8 @@ from affectlab.models.text_classifier import create_text_classifier
 def train_one(cfg: DictConfig, approach: str, data: PromptDataModule, num_classes: int,
               feature_sizes: dict[str, int], run_name: str, sweep: Sweep,
               max_epochs: int | None = None) -> tuple[dict[str, float], np.ndarray]:
-    """Train one model for ``max_epochs`` (None: ``trainer.max_epochs``) and test the last one, as a nested MLflow run of
+    """Train one model for ``max_epochs`` (None: ``trainer.max_epochs``) and test its best epoch on the validation split
+    (``select``; null: the last epoch), as a nested MLflow run of
     the sweep; a training tested before a crash is not run again, one cut short continues from its checkpoint into its
     MLflow run. Returns the test metrics and confusion matrix."""
     done = sweep.result(run_name)
@@ -62,12 +63,15 @@ def train_one(cfg: DictConfig, approach: str, data: PromptDataModule, num_classe
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if max_epochs is not None:
         trainer_cfg["max_epochs"] = max_epochs
-    # fixed epochs, the last model is tested (nothing is selected on the test split); the checkpoints are for crashes
-    trainer, _ = build_trainer(trainer_cfg, folder=sweep.child_folder(run_name), logger=logger,
-                               every=cfg.checkpoint_every)
+    # the epoch is chosen on validation (dev for MELD, a fold's val part for C-EXPR-DB), never on test
+    trainer, best = build_trainer(trainer_cfg, folder=sweep.child_folder(run_name), logger=logger,
+                                  every=cfg.checkpoint_every, monitor=cfg.select)
     if checkpoint:
         print(f"{run_name}: continuing from {checkpoint}", flush=True)
-    metrics, _ = fit_and_test(trainer, None, module, data, checkpoint)
+    metrics, chosen = fit_and_test(trainer, best, module, data, checkpoint)  # the test loads the best epoch's weights
+    if chosen and logger is not None and trainer.is_global_zero:
+        epoch = int(Path(chosen).stem.split("=")[-1].split("-")[0])  # best-epoch=02.ckpt (build_trainer's name)
+        logger.experiment.set_tag(logger.run_id, "selected_epoch", f"{epoch} (best {cfg.select}, 0-based)")
     if trainer.is_global_zero:
         sweep.save_result(run_name, {"metrics": metrics, "confusion": module.confusion.tolist()})
         if run_name == MODEL_TRAINING:  # the words alone on MELD: the model users can apply to their texts
