@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_run_is_logged_to_mlflow_and_read_back(workdir):
     assert logged.data.params["data.num_segments"] == "4"
     assert logged.data.params["model.backbone"] == "affectlab-tiny"
     assert logged.data.tags["purpose"] == "test"
+    # named by the clock, not by MLflow's generator, which draws from the `random` module every run seeds alike
+    assert re.fullmatch(r"raer-\d{8}-\d{6}", logged.info.run_name), logged.info.run_name
     for name in ("train/loss", "val/uar", "val/war", "val/f1_macro"):
         assert len(client.get_metric_history(logged.info.run_id, name)) == 2, name  # one value per epoch
     for name in ["test/uar", "test/war", "test/f1_macro"] + [f"test/recall/{c}" for c in CLASSES]:

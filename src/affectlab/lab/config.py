@@ -99,7 +99,7 @@ class MlflowConfig:
     tracking_uri: str | None = key(None, "null: sqlite:///<cwd>/mlflow.db (or $MLFLOW_TRACKING_URI); "
                                          "http://host:port for a tracking server")
     experiment: str = key("affectlab", "the MLflow experiment the run goes to")
-    run_name: str | None = key(None, "the run's name in the MLflow UI; null: a generated one")
+    run_name: str | None = key(None, "the run's name in the MLflow UI; null: <experiment>-<date>-<time>")
     tags: dict[str, Any] = key({}, "tags of the run (mlflow.tags.<name>=value)")
     retry_seconds: float = key(10, "a server that went away mid-run: writes are kept and resent this often", min=0.1)
     wait_at_end: float = key(300, "seconds the run waits at its end for such a server; then the unsent writes stay in "

@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -173,7 +174,8 @@ def make_logger(cfg: DictConfig, run_id: str | None = None) -> ResilientMLFlowLo
               f"them with: python -m affectlab.lab.tracking import <file> --tracking-uri {uri}", file=sys.stderr)
     return ResilientMLFlowLogger(
         experiment_name=cfg.mlflow.experiment,
-        run_name=cfg.mlflow.run_name,
+        # MLflow's generated names come from the `random` module the run has just seeded: every run would get the same
+        run_name=cfg.mlflow.run_name or f"{cfg.mlflow.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
         tracking_uri=uri,
         tags=tags or None,
         artifact_location=artifact_location(uri),
