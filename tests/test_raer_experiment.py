@@ -71,7 +71,9 @@ def test_default_store_is_sqlite_in_the_working_directory(workdir):
 
 
 def test_overfits_one_batch(workdir):
-    cfg = tiny_cfg(workdir, "trainer.overfit_batches=1", "trainer.max_epochs=25", "data.batch_size=4")
+    # the same 4 clips every epoch (Lightning turns the shuffling off: it sees the loader's real sampler), their frames
+    # drawn anew (TSN): 11.3 -> 0.23 in 12 epochs at seed 0, 9.3 -> 1.5 at seed 3 (the ratio is the margin)
+    cfg = tiny_cfg(workdir, "trainer.overfit_batches=1", "trainer.max_epochs=12", "data.batch_size=4")
     run(cfg)
     client, logged = only_run(workdir)
     losses = [m.value for m in client.get_metric_history(logged.info.run_id, "train/loss")]

@@ -93,6 +93,31 @@ def test_loader_resumes_mid_epoch_with_the_same_batches_and_random_draws():
     assert seen + rest + draws(second, 7) == expected
 
 
+def test_overfitting_one_batch_trains_on_the_same_batch_every_epoch():
+    """Lightning turns shuffling off for `overfit_batches` when the loader's sampler says it shuffles."""
+    import lightning as L
+
+    seen = []
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch.tolist())
+            return (self.weight * batch.float()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    loader = ResumableDataLoader(torch.arange(20), batch_size=4, shuffle=True)
+    trainer = L.Trainer(overfit_batches=1, max_epochs=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Model(), train_dataloaders=loader)
+    assert seen == [[0, 1, 2, 3]] * 3, seen
+
+
 def raer_command(workdir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, str(ROOT / "experiments" / "raer.py"), *RESUME_RUN,

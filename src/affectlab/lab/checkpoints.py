@@ -229,6 +229,9 @@ class ResumableDataLoader(DataLoader):
         elif not isinstance(batch_sampler, _PlannedBatches):
             raise TypeError(f"ResumableDataLoader takes a plain BatchSampler, not {type(batch_sampler).__name__}")
         super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        # DataLoader names a placeholder SequentialSampler when given batches; the real one tells Lightning that the
+        # loader shuffles (overfit_batches then rebuilds it with a SequentialSampler: the same batch every epoch)
+        object.__setattr__(self, "sampler", batch_sampler.sampler)
         self.trained: int | None = None  # batches of this epoch that training started (set by ResumeState)
         self._fetched = 0
         self._epoch_rng: dict | None = None
