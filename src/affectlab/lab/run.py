@@ -15,8 +15,10 @@ part, for the sweeps (affectlab.lab.sweep) that give each child its own logger a
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,20 @@ from affectlab.lab.hardware import trainer_arguments
 from affectlab.lab.report import print_summary
 from affectlab.lab.threads import set_torch_threads
 from affectlab.lab.tracking import ResilientMLFlowLogger, make_logger
+
+
+class _Chatter(logging.Filter):
+    """Lightning's lines repeated by every Trainer a sweep builds (33 in meld's default run) that say nothing of the
+    run: which accelerators exist and an advertisement."""
+
+    SAID = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.SAID)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_Chatter())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
 
 
 def start(cfg: DictConfig, loader_workers: int = 0) -> None:
@@ -133,7 +149,7 @@ def fit_and_test(trainer: L.Trainer, best: ModelCheckpoint | None, module: L.Lig
     chosen = (best.best_model_path or None) if best is not None else None
     if not test:
         return {}, chosen
-    results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if chosen else None, verbose=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=chosen, verbose=False)  # None: the last model
     return ({k: float(v) for k, v in results[0].items()} if results else {}), chosen
 
 
