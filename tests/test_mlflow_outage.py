@@ -86,6 +86,7 @@ def test_training_survives_a_server_outage_and_every_metric_arrives(tmp_path):
         stop_server(server)
 
 
+@pytest.mark.slow  # a real MLflow server started, stopped and started again (~30 s)
 def test_nested_runs_created_during_an_outage_are_created_when_the_server_is_back(tmp_path, monkeypatch):
     for key, value in QUICK_HTTP.items():
         monkeypatch.setenv(key, value)

@@ -21,6 +21,7 @@ def mlflow_server(tmp_path: Path):
     stop_server(server)
 
 
+@pytest.mark.slow  # a real MLflow server process (~14 s)
 def test_run_logs_to_a_tracking_server_over_http(workdir, mlflow_server):
     uri, artifact_root = mlflow_server
     cfg = load_config("raer", [*TINY_RUN, f"mlflow.tracking_uri={uri}", f"checkpoint_dir={workdir}/ckpt"], environ={})

@@ -66,6 +66,7 @@ def test_predict_on_a_video_with_a_real_face_writes_windows_and_a_timeline(train
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # a fresh Python process imports the project and loads the model (~17 s)
 def test_the_registered_model_in_a_fresh_process_gives_the_commands_probabilities(trained, tmp_path):
     table = predict(trained, tmp_path / "out")
     script = ("import sys, mlflow.pyfunc, pandas as pd\n"
