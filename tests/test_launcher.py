@@ -127,6 +127,16 @@ def test_console_script_exits_2_without_a_traceback(marker_script):
     assert "Traceback" not in done.stderr and not marker.exists()
 
 
+
+@pytest.mark.timeout(600)
+def test_a_script_failing_with_its_own_error_line_exits_with_its_code_and_no_launcher_traceback(tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nprint('fails: error: input=x.mp4: no such file', file=sys.stderr)\nsys.exit(3)\n")
+    lightning = str(Path(sys.executable).parent / "lightning")
+    done = subprocess.run([lightning, "run", str(script)], capture_output=True, text=True, timeout=540)
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == ["fails: error: input=x.mp4: no such file"]
+
 # --- mixed precision on the CPU, through the flag `lightning run --precision P` (its LT_PRECISION variable) ---
 
 

@@ -6,10 +6,14 @@ Before any process starts, the flags are checked against this machine (`affectla
 that is not there, a precision or strategy the hardware cannot run or a node rank outside the node count is an error
 naming the flag, the value and what is valid (exit code 2), not a traceback from every process later.
 `lightning run SCRIPT --help` prints the script's own help (its commands and config keys) without starting anything.
+When a process of the script fails, the command exits with its exit code; the process has said why (an expected
+error is its one line), so torchrun's traceback and failure report are shown only with --debug or AFFECTLAB_DEBUG=1.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -122,7 +126,27 @@ def main() -> None:
         except LaunchError as error:
             print(f"lightning run: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
-    _main(args=argv, prog_name="lightning")
+    if "--debug" in argv or os.environ.get("AFFECTLAB_DEBUG", "") not in ("", "0"):
+        _main(args=argv, prog_name="lightning")
+        return
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its "failed (exitcode: 1)" line
+    try:
+        _main(args=argv, prog_name="lightning")
+    except ChildFailedError as failed:
+        raise SystemExit(child_exit_code(failed, script=split_run(argv)[1])) from None
+
+
+def child_exit_code(failed, script: str | None) -> int:
+    """The exit code of the first failed process. A process that exited with a code said why itself; one killed by
+    a signal could not, so that gets a line here."""
+    rank, failure = min(failed.failures.items())
+    if failure.exitcode < 0:
+        print(f"lightning run: error: {script}: process of rank {rank} was killed by signal {failure.signal_name()} "
+              f"(exit code {failure.exitcode}); --debug shows torchrun's report", file=sys.stderr)
+        return 1
+    return failure.exitcode
 
 
 if __name__ == "__main__":
