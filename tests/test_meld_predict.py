@@ -3,20 +3,33 @@ and on a table, the MLflow model giving the command's probabilities, bad input a
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from sklearn.metrics import f1_score
 
 from affectlab.datasets.emotion_corpus import EMOTIONS
 from affectlab.lab.cli import console
 from affectlab.lab.meld import EXPERIMENT, main
-from builders import emotion_texts, write_meld_csv
+from builders import emotion_texts, minilm_dir, write_meld_csv
 
-TINY_BERT = ("model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
-             "intermediate_size: 64}")
+
+
+def tiny_bert(folder):
+    """A 1-layer BERT with MiniLM's tokenizer, saved as a model folder: loaded through from_pretrained, as a user's."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 MELD_ROWS = {"train": emotion_texts(8), "dev": emotion_texts(3, offset=8), "test": emotion_texts(3, offset=11)}
@@ -30,7 +43,7 @@ def trained(tmp_path_factory) -> str:
     for split, rows in MELD_ROWS.items():
         write_meld_csv(folder / "meld" / f"{split}_sent_emo.csv", rows)
     tracking = f"mlflow.tracking_uri=sqlite:///{folder / 'mlflow.db'}"
-    main([TINY_BERT, tracking, "tasks=[meld]", f"data.meld.dir={folder / 'meld'}", "approaches=[transcript]",
+    main([f"model.text.name={tiny_bert(folder / 'tiny-bert')}", tracking, "tasks=[meld]", f"data.meld.dir={folder / 'meld'}", "approaches=[transcript]",
           "data.meld.train_size=null", "data.meld.dev_size=null", "data.meld.test_size=null", "trainer.max_epochs=6",
           "optim.lr_text=1e-3", "model.text.max_length=24", "data.batch_size=8", f"checkpoint_dir={folder / 'ckpt'}"])
     return tracking
@@ -52,10 +65,27 @@ def test_the_model_tested_and_exported_is_the_epoch_best_on_dev(trained, tmp_pat
     assert f1_score(truth, predicted, average="weighted") == pytest.approx(val[best], abs=1e-6)
 
 
+class Said(logging.Handler):
+    """What transformers' loggers said at WARNING and above."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_texts_from_a_file_or_a_table_get_emotion_probabilities(trained, tmp_path):
     lines = tmp_path / "texts.txt"
     lines.write_text("I am so happy today!\n\nWhy would you do that to me?\nThe bus leaves at nine.\n")
-    main(["predict", f"input={lines}", f"output={tmp_path / 'a'}", trained])
+    said = Said()
+    logging.getLogger("transformers").addHandler(said)
+    try:
+        main(["predict", f"input={lines}", f"output={tmp_path / 'a'}", trained])
+    finally:
+        logging.getLogger("transformers").removeHandler(said)
+    assert not [m for m in said.messages if "not sharded" in m or "newly initialized" in m], said.messages
     table = pd.read_csv(tmp_path / "a" / "predictions.csv")
     assert list(table.columns) == ["text", *EMOTIONS, "label"]
     assert table["text"].tolist() == ["I am so happy today!", "Why would you do that to me?", "The bus leaves at nine."]

@@ -40,13 +40,18 @@ class Predictor:
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> Predictor:
         cfg = OmegaConf.create(bundle.meta["config"])
-        quiet = logging.getLogger("transformers.modeling_utils")  # "newly initialised head": the bundle's, below
-        level, quiet.level = quiet.level, logging.ERROR
+        # "newly initialised head" (the bundle's weights follow); a level set on modeling_utils also makes it check
+        # the tensor-parallel plan, whose "layers were not sharded" warning is as empty here: both are quieted
+        quiet = [logging.getLogger(f"transformers.{name}") for name in ("modeling_utils", "distributed.tensor_parallel")]
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.ERROR)
         try:
             with torch.random.fork_rng():
                 net = text_classifier(cfg, len(bundle.classes), {})
         finally:
-            quiet.level = level
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
         weights = torch.load(bundle.file("weights"), map_location="cpu", weights_only=True)
         if all(k.startswith("net.") for k in weights):  # a training checkpoint's module: its net's weights
             weights = {k.removeprefix("net."): v for k, v in weights.items()}
