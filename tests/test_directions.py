@@ -29,13 +29,7 @@ from affectlab.probing import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Everything here is small: one thread is faster than two cores that other jobs share."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 def test_a_direction_is_the_class_mean_minus_the_mean_of_the_other_class_means():

@@ -26,12 +26,7 @@ from builders import TINY_RUN
 T = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 @pytest.fixture(scope="module")

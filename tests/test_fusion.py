@@ -38,13 +38,7 @@ SUBMISSION_HEADER = submission_header(COMPOUND_EXPRESSIONS)
 LN3, LN4 = math.log(3.0), math.log(4.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 def _hand_mhpf() -> MultiHeadProbabilityFusion:

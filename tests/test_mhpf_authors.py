@@ -26,13 +26,7 @@ from affectlab.fusion.mhpf import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 # 3 segments x 3 modalities x 8 classes; each row sums to 1

@@ -20,13 +20,7 @@ CLASSES = ["a neutral student", "a confused student with furrowed brows", "an en
 B, T, SIZE, DIM = 2, 4, 48, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Models this small run ~10x faster on one thread than on two contended ones (OpenMP spin-waits).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 @pytest.fixture(scope="module")

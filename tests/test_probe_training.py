@@ -28,13 +28,7 @@ from affectlab.probing import (
 from affectlab.probing.training import validation_scores
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Probes this small train faster on one thread than on two cores that other jobs share."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 def layered_data(n: int, hidden: int = 16, classes: int = 5, signal: tuple[float, ...] = (0.0, 3.0), seed: int = 0):

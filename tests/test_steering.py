@@ -34,13 +34,7 @@ WORDS = ("[PAD] [UNK] [EOS] classify the emotion expressed in text below as exac
          'json object such { } {" ": " "}. < | > user assistant I am so happy today we lost game again train is late')
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run faster on one thread than on two cores that other jobs share."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 @pytest.fixture(scope="module")

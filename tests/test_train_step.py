@@ -13,12 +13,7 @@ CLASSES = ["a neutral student", "a confused student with furrowed brows and a ha
 B, T, SIZE = 2, 3, 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster (conftest)
 
 
 @pytest.fixture
