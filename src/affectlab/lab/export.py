@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,21 +117,27 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
               input_columns: Sequence[tuple[str, str, bool]], register: bool = True) -> str | None:
     """Log `bundle` to the run of `logger` as an MLflow pyfunc model (artifact ``model``), with its signature (input
     columns: name, type, required; output columns: name, type) and input example, and register it as
-    ``affectlab-<experiment>``; returns the model's URI (None off rank 0)."""
+    ``affectlab-<experiment>``; returns the model's URI (None off rank 0, and None with a warning when the tracking
+    server cannot be reached: the training's result stands, its checkpoint is the model)."""
     if logger is None:
         return None
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from affectlab.lab.resilient import OFFLINE_PREFIX, server_unavailable
+
     inputs = Schema([ColSpec(kind, name, required=required) for name, kind, required in input_columns])
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns])
-    uri = logger.experiment.tracking_uri
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
     quiet = logging.getLogger("mlflow.utils.environment")  # "cannot resolve pip's version": no pip in a uv venv
     level, quiet.level = quiet.level, logging.ERROR
     try:
-        with mlflow.start_run(run_id=logger.run_id, nested=True):
+        run_id = logger.run_id
+        if str(run_id).startswith(OFFLINE_PREFIX):  # created during an outage: the server has no such run yet
+            _not_registered(bundle, f"its MLflow run {run_id} was created while the tracking server was away")
+            return None
+        mlflow.set_tracking_uri(logger.experiment.tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.pyfunc.log_model(
                 name=ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                 artifacts={"bundle": str(bundle.folder)},
@@ -138,10 +145,22 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
                 registered_model_name=registered_name(bundle.experiment) if register else None,
                 pip_requirements=[],
             )
+    except Exception as error:
+        if not server_unavailable(error):
+            raise
+        _not_registered(bundle, f"the tracking server cannot be reached ({str(error).splitlines()[0][:200]})")
+        return None
     finally:
         mlflow.set_tracking_uri(previous)
         quiet.level = level
     return info.model_uri
+
+
+def _not_registered(bundle: Bundle, why: str) -> None:
+    checkpoint = bundle.meta.get("checkpoint")
+    use = f"model={checkpoint}" if checkpoint else "model=<the run's checkpoint under checkpoint_dir>"
+    warnings.warn(f"the {bundle.experiment} model was not logged or registered in MLflow: {why}; use {use} instead",
+                  stacklevel=3)
 
 
 def example_clip(folder: Path, size: int = 64, frames: int = 24) -> Path:

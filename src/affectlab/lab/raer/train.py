@@ -83,8 +83,10 @@ def export(outcome: Outcome, record: dict) -> str | None:
         state = outcome.module.state_dict()
     weights = {k.removeprefix("net."): v.cpu() for k, v in state.items() if k.startswith("net.")}
     folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
+    last = outcome.folder / "last.ckpt"
+    checkpoint = outcome.best_checkpoint or (str(last) if last.is_file() else None)  # the model, if MLflow is away
     bundle = write_bundle(folder, "raer", record["classes"], record["config"], {"weights": weights},
-                          architecture=record["architecture"])
+                          architecture=record["architecture"], checkpoint=checkpoint)
     return log_raer_model(outcome.logger, bundle)
 
 

