@@ -10,10 +10,17 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from affectlab.lab.checkpoints import ArchitectureError
+from affectlab.lab.config import load_config
 from affectlab.lab.export import log_model, write_bundle
 from affectlab.lab.resilient import OFFLINE_PREFIX, ResilientClient
 from affectlab.lab.tracking import ResilientMLFlowLogger
-from builders import free_port
+from builders import TINY_RUN, free_port
+
+
+def tiny(workdir: Path, *extra: str):
+    return load_config("raer", [*TINY_RUN, f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
+                                f"checkpoint_dir={workdir}/ckpt", *extra], environ={})
 
 
 def log_tiny_model(logger, workdir: Path) -> str | None:
@@ -38,3 +45,13 @@ def test_a_model_is_not_registered_while_the_tracking_server_is_away(workdir: Pa
     away = ResilientMLFlowLogger(experiment_name="x", tracking_uri=uri, run_id="0" * 32, wait_at_end=0)
     with pytest.warns(UserWarning, match=r"not logged or registered in MLflow: the tracking server cannot be reached"):
         assert log_tiny_model(away, workdir) is None
+
+
+def test_a_resume_under_another_shape_is_an_architecture_error_naming_the_key(workdir: Path):
+    from affectlab.lab.raer.train import train
+
+    train(tiny(workdir))
+    checkpoint = next((workdir / "ckpt").rglob("last.ckpt"))
+    # 4 learnable context vectors per class instead of 8: the prompt's weights have another shape
+    with pytest.raises(ArchitectureError, match=rf"{checkpoint} is a model of another .* n_ctx: 8 there, 4 here"):
+        train(tiny(workdir, f"resume={checkpoint}", "model.n_ctx=4"))

@@ -387,8 +387,8 @@ def step_checkpoint(folder: Path, every: DictConfig | dict | None) -> ModelCheck
 class ModelRecord(Callback):
     """What a checkpoint is a model of, kept in it as ``checkpoint["affectlab"]``: the experiment, the classes, the
     resolved config and the architecture; a checkpoint resumed or evaluated under a config of another architecture is
-    an error naming what differs (weights that fit another shape, or another activation, would otherwise load or run
-    silently wrong)."""
+    an error naming what differs (`check_checkpoint`: weights that fit another shape, or another activation, would
+    otherwise fail with torch's traceback or run silently wrong)."""
 
     def __init__(self, record: dict):
         self.record = record
@@ -396,8 +396,15 @@ class ModelRecord(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["affectlab"] = self.record
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        check_architecture(checkpoint.get("affectlab"), self.record.get("architecture", {}), "the checkpoint")
+
+def check_checkpoint(checkpoint: str | Path | None, record: dict | None) -> None:
+    """An ArchitectureError naming what differs when `checkpoint` (to resume or evaluate) is a model of another
+    architecture than `record` (the config's `ModelRecord`): checked before Lightning loads it, whose strict
+    load_state_dict would otherwise stop at the first shape that differs with torch's size-mismatch traceback."""
+    if checkpoint is None or record is None:
+        return
+    check_architecture(load_checkpoint(checkpoint, mmap=True).get("affectlab"), record.get("architecture", {}),
+                       str(checkpoint))
 
 
 def check_architecture(saved: dict | None, current: dict, what: str) -> None:

@@ -32,8 +32,7 @@ from affectlab.lab.checkpoints import (
     EpochEnd,
     ModelRecord,
     ResumeState,
-    check_architecture,
-    load_checkpoint,
+    check_checkpoint,
     resume_point,
     step_checkpoint,
 )
@@ -145,6 +144,7 @@ def fit_and_test(trainer: L.Trainer, best: ModelCheckpoint | None, module: L.Lig
                  test: bool = True) -> tuple[dict[str, float], str | None]:
     """Fit (continuing the checkpoint `resume`), then test the best checkpoint, or the last model when nothing is
     selected; returns the test metrics and the best checkpoint's path."""
+    check_checkpoint(resume, next((c.record for c in trainer.callbacks if isinstance(c, ModelRecord)), None))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     chosen = (best.best_model_path or None) if best is not None else None
     if not test:
@@ -179,6 +179,7 @@ def train(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.Lightn
     start(cfg, loader_workers)
     module, datamodule = build()
     resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
+    check_checkpoint(resume, record() if record else None)  # before the MLflow run is opened
     logger = make_logger(cfg, run_id=run_id)
     trainer, best = build_trainer(cfg.trainer, folder=folder, logger=logger, every=cfg.checkpoint_every,
                                   monitor=monitor, mode=mode, record=record() if record else None)
@@ -193,11 +194,9 @@ def evaluate(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.Lig
     """The validation and test metrics of a checkpoint, without training, in a new MLflow run."""
     start(cfg, loader_workers)
     module, datamodule = build()
+    check_checkpoint(checkpoint, record() if record else None)
     logger = make_logger(cfg)
     trainer, _ = build_trainer(cfg.trainer, folder=None, logger=logger)
-    if record is not None:
-        check_architecture(load_checkpoint(checkpoint, mmap=True).get("affectlab"), record()["architecture"],
-                           checkpoint)
     if trainer.is_global_zero:
         logger.log_hyperparams({**flatten(cfg), "evaluated_checkpoint": checkpoint})
     metrics: dict[str, float] = {}
