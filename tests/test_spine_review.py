@@ -55,3 +55,13 @@ def test_a_resume_under_another_shape_is_an_architecture_error_naming_the_key(wo
     # 4 learnable context vectors per class instead of 8: the prompt's weights have another shape
     with pytest.raises(ArchitectureError, match=rf"{checkpoint} is a model of another .* n_ctx: 8 there, 4 here"):
         train(tiny(workdir, f"resume={checkpoint}", "model.n_ctx=4"))
+
+
+def test_a_fresh_sweep_never_reads_an_old_result_left_in_its_folder(workdir: Path):
+    from affectlab.lab.sweep import RESULT, Sweep
+
+    folder = workdir / "ckpt" / "20260101-ddp29500"
+    (folder / "face-only").mkdir(parents=True)
+    (folder / "face-only" / RESULT).write_text('{"test/uar": 0.99}', encoding="utf-8")  # an earlier launch's
+    assert Sweep(tiny(workdir), folder, None, resumed=False).result("Face only") is None
+    assert Sweep(tiny(workdir), folder, None, resumed=True).result("Face only") == {"test/uar": 0.99}

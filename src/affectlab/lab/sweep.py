@@ -80,9 +80,9 @@ class Sweep:
         return self.folder / slug(name)
 
     def result(self, name: str) -> dict | None:
-        """What a child that was tested before (a resumed sweep) left, or None."""
+        """What a child that was tested before (a resumed sweep) left, or None (always, in a sweep not resumed)."""
         done = self.child_folder(name) / RESULT
-        if not done.is_file():
+        if not self.resumed or not done.is_file():
             return None
         print(f"{name}: tested before the resume ({done}), not trained again", flush=True)
         return json.loads(done.read_text(encoding="utf-8"))
@@ -172,7 +172,8 @@ class Sweep:
 
 
 def _new_folder(root: Path) -> Path:
-    """A fresh folder that every process of the run names alike (torchrun's processes share the launch's port)."""
+    """A fresh folder that every process of the run names alike: torchrun's processes share the launch's port and
+    their parent, the node's torchrun agent (a later launch on the same port that day has another)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return root / time.strftime(f"%Y%m%d-ddp{os.environ.get('MASTER_PORT', '')}")
+        return root / time.strftime(f"%Y%m%d-ddp{os.environ.get('MASTER_PORT', '')}-{os.getppid()}")
     return new_run_folder(root)
