@@ -5,6 +5,7 @@ folder, progress lines, malformed overrides, temporary folders, the store's firs
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -65,3 +66,22 @@ def test_a_fresh_sweep_never_reads_an_old_result_left_in_its_folder(workdir: Pat
     (folder / "face-only" / RESULT).write_text('{"test/uar": 0.99}', encoding="utf-8")  # an earlier launch's
     assert Sweep(tiny(workdir), folder, None, resumed=False).result("Face only") is None
     assert Sweep(tiny(workdir), folder, None, resumed=True).result("Face only") == {"test/uar": 0.99}
+
+
+@pytest.mark.parametrize("rank_zero", [True, False])
+def test_progress_lines_come_from_rank_zero_only(rank_zero: bool, capsys):
+    import torch
+
+    from affectlab.lab.run import LineProgress
+
+    # what LineProgress reads of a Trainer, as rank 0 and as another process of a DDP run see it
+    trainer = SimpleNamespace(is_global_zero=rank_zero, num_training_batches=20, current_epoch=0, max_epochs=1,
+                              callback_metrics={"train/loss": torch.tensor(0.5)})
+    progress = LineProgress()
+    progress.on_train_epoch_start(trainer, None)
+    for batch in range(20):
+        progress.on_train_batch_end(trainer, None, None, None, batch)
+    progress.on_train_epoch_end(trainer, None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == (["epoch 1/1: batch 2/20", *(f"epoch 1/1: batch {b}/20" for b in range(4, 20, 2)),
+                      "epoch 1/1 done: train/loss 0.5000"] if rank_zero else [])

@@ -89,11 +89,15 @@ class LineProgress(Callback):
         self._every = max(1, int(total / 10)) if isinstance(total, int) else 50
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero:  # one process speaks for the run
+            return
         total = trainer.num_training_batches
         if (batch_idx + 1) % self._every == 0 and batch_idx + 1 < total:
             print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: batch {batch_idx + 1}/{total}", flush=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
         shown = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done: {metrics}", flush=True)
