@@ -85,3 +85,24 @@ def test_progress_lines_come_from_rank_zero_only(rank_zero: bool, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines == (["epoch 1/1: batch 2/20", *(f"epoch 1/1: batch {b}/20" for b in range(4, 20, 2)),
                       "epoch 1/1 done: train/loss 0.5000"] if rank_zero else [])
+
+
+def test_a_malformed_override_of_a_sweep_is_a_config_error(workdir: Path):
+    from affectlab.lab.config import ConfigError, with_overrides
+
+    with pytest.raises(ConfigError, match=r"^model.streams=\[face: cannot be parsed \(.*\) \(in the overrides of X\)$"):
+        with_overrides(tiny(workdir), ["model.streams=[face"], "raer", "the overrides of X")
+
+
+def test_compare_checks_every_methods_overrides_before_training_any(workdir: Path):
+    from affectlab.lab.config import ConfigError
+    from affectlab.lab.raer.compare import compare
+
+    cfg = tiny(workdir, "compare.seeds=[0]")
+    cfg.compare.methods["Typo"] = ["model.n_ctxx=4"]
+    cfg.compare.methods["Unparsed"] = ["model.streams=[face"]
+    cfg.compare.only = ["CLIP-CAER", "Typo", "Unparsed"]
+    with pytest.raises(ConfigError, match=r"(?s)unknown key 'model.n_ctxx' in the overrides of compare.methods.Typo; "
+                                          r"did you mean model.n_ctx\?.*model.streams=\[face: cannot be parsed"):
+        compare(cfg)
+    assert not (workdir / "ckpt").exists() and not (workdir / "mlflow.db").exists()  # nothing trained, nothing logged

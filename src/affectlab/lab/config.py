@@ -273,6 +273,26 @@ class Checker:
             self.problems.append(problem + ("" if self.source == "the command line" else f" (in {self.source})"))
 
 
+    def parse(self, items: Sequence[str]) -> list[DictConfig]:
+        """``key=value`` items as configs to merge, each checked; a malformed one is a problem, not merged."""
+        where = "" if self.source == "the command line" else f" (in {self.source})"
+        parsed = []
+        for item in items:
+            if "=" not in item:
+                self.problems.append(f"{item!r} is not of the form key=value (e.g. trainer.max_epochs=5){where}")
+                continue
+            path, text = item.split("=", 1)
+            path = path.lstrip("+")
+            try:
+                value = OmegaConf.from_dotlist([f"{path}={text}"])
+            except Exception as error:  # unbalanced brackets, say
+                self.problems.append(f"{path}={text}: cannot be parsed ({str(error).splitlines()[0]}){where}")
+                continue
+            self.check(path, OmegaConf.select(value, path), text)
+            parsed.append(value)
+        return parsed
+
+
 def _show(value: Any) -> str:
     """A value as it is written on the command line."""
     if isinstance(value, (DictConfig, ListConfig)):
@@ -382,22 +402,7 @@ def load_config(experiment: str, argv: Sequence[str] = (), environ: dict[str, st
             problems += checker.problems
             cfg = OmegaConf.merge(cfg, data)
     checker = Checker(schema, "the command line")
-    parsed = []
-    for item in argv:
-        if item.startswith("config="):
-            continue
-        if "=" not in item:
-            problems.append(f"{item!r} is not of the form key=value (e.g. trainer.max_epochs=5)")
-            continue
-        path, text = item.split("=", 1)
-        path = path.lstrip("+")
-        try:
-            value = OmegaConf.from_dotlist([f"{path}={text}"])
-        except Exception as error:  # unbalanced brackets, say
-            problems.append(f"{path}={text}: cannot be parsed ({str(error).splitlines()[0]})")
-            continue
-        checker.check(path, OmegaConf.select(value, path), text)
-        parsed.append(value)
+    parsed = checker.parse([item for item in argv if not item.startswith("config=")])
     problems += checker.problems
     if problems:
         raise ConfigError("\n".join(problems))
@@ -440,15 +445,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, object]:
 def with_overrides(cfg: DictConfig, overrides: Sequence[str], experiment: str, source: str) -> DictConfig:
     """`cfg` with ``key=value`` overrides (a sweep's per-method settings), checked as the command line's are."""
     checker = Checker(schema_of(experiment), source)
-    parsed = []
-    for item in overrides:
-        if "=" not in item:
-            checker.problems.append(f"{item!r} is not of the form key=value (in {source})")
-            continue
-        path, text = item.split("=", 1)
-        value = OmegaConf.from_dotlist([item])
-        checker.check(path, OmegaConf.select(value, path), text)
-        parsed.append(value)
+    parsed = checker.parse(overrides)
     if checker.problems:
         raise ConfigError("\n".join(checker.problems))
     return OmegaConf.merge(cfg, *parsed) if parsed else cfg.copy()

@@ -13,7 +13,7 @@ import statistics
 
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.lab.config import ConfigError
+from affectlab.lab.config import ConfigError, with_overrides
 from affectlab.lab.raer.train import train
 from affectlab.lab.report import print_table
 from affectlab.lab.sweep import Sweep
@@ -49,6 +49,14 @@ def compare(cfg: DictConfig) -> list[dict]:
     seeds = [int(s) for s in cfg.compare.seeds]
     if not seeds:
         raise ConfigError("compare.seeds is empty; expected at least one seed")
+    problems = []
+    for method in chosen:  # every method's overrides checked before the first one trains
+        try:
+            with_overrides(cfg, list(methods[method]), "raer", f"the overrides of compare.methods.{method}")
+        except ConfigError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("\n".join(problems))
 
     named = cfg.copy()
     named.mlflow.run_name = cfg.mlflow.run_name or "comparison"
