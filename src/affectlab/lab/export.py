@@ -130,7 +130,8 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns])
     previous = mlflow.get_tracking_uri()
     quiet = logging.getLogger("mlflow.utils.environment")  # "cannot resolve pip's version": no pip in a uv venv
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # (setLevel, not .level =: it clears logging's cache of enabled levels)
     try:
         run_id = logger.run_id
         if str(run_id).startswith(OFFLINE_PREFIX):  # created during an outage: the server has no such run yet
@@ -152,7 +153,7 @@ def log_model(logger, bundle: Bundle, input_example: pd.DataFrame, output_column
         return None
     finally:
         mlflow.set_tracking_uri(previous)
-        quiet.level = level
+        quiet.setLevel(level)
     return info.model_uri
 
 
