@@ -106,3 +106,16 @@ def test_compare_checks_every_methods_overrides_before_training_any(workdir: Pat
                                           r"did you mean model.n_ctx\?.*model.streams=\[face: cannot be parsed"):
         compare(cfg)
     assert not (workdir / "ckpt").exists() and not (workdir / "mlflow.db").exists()  # nothing trained, nothing logged
+
+
+def test_a_training_leaves_nothing_in_the_temporary_folder(workdir: Path, monkeypatch):
+    import tempfile
+
+    from affectlab.lab.raer.train import train
+
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train(tiny(workdir))  # its figures, config, bundle (the whole network's weights) and MLflow model logged
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -14,6 +14,7 @@ way to find a model from what a user types (``model=REF``).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import logging
@@ -205,7 +206,7 @@ def resolve(ref: str | None, experiment: str, tracking_uri: str) -> Path:
     mlflow.set_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file, for a few files
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="affectlab-"))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(_scratch("affectlab-model-")))
     except (MlflowException, OSError) as error:
         hint = (f"no model is registered as {registered_name(experiment)} in {tracking_uri} yet: train one, or give "
                 f"model=<checkpoint | run id | models:/NAME/VERSION>" if ref is None else str(error).splitlines()[0])
@@ -224,7 +225,15 @@ def checkpoint_bundle(path: Path, experiment: str) -> Path:
                                  "architecture); expected a checkpoint this project's training wrote")
     if record["experiment"] != experiment:
         raise ModelNotFoundError(f"model={path}: a checkpoint of {record['experiment']!r}, not of {experiment!r}")
-    folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
+    folder = _scratch("affectlab-bundle-")
     files = {"weights": checkpoint["state_dict"]}
     extra = {k: v for k, v in record.items() if k not in ("experiment", "classes", "config")}
     return write_bundle(folder, experiment, record["classes"], record["config"], files, **extra).folder
+
+
+def _scratch(prefix: str) -> Path:
+    """A temporary folder for a model the process reads until it ends (a predictor loads its files lazily), removed
+    when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder

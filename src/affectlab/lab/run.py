@@ -20,7 +20,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -168,7 +168,6 @@ class Outcome:
     datamodule: L.LightningDataModule
     best_checkpoint: str | None
     folder: Path
-    artifacts: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="affectlab-")))
 
     @property
     def is_main(self) -> bool:
@@ -219,10 +218,11 @@ def finish(cfg: DictConfig, logger: ResilientMLFlowLogger | None, title: str, su
     if logger is None:
         return
     client, run_id = logger.experiment, logger.run_id
-    config_file = Path(tempfile.mkdtemp(prefix="affectlab-")) / "config.yaml"
-    OmegaConf.save(cfg, config_file)
-    for path in (config_file, *artifacts):
-        client.log_artifact(run_id, str(path))
+    with tempfile.TemporaryDirectory(prefix="affectlab-") as scratch:  # (an unsent artifact is copied to the spool)
+        config_file = Path(scratch) / "config.yaml"
+        OmegaConf.save(cfg, config_file)
+        for path in (config_file, *artifacts):
+            client.log_artifact(run_id, str(path))
     for name, value in (metrics or {}).items():
         client.log_metric(run_id, name, float(value))
     if checkpoint:

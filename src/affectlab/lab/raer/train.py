@@ -3,6 +3,7 @@ the crop `cache`, `prepare` the boxes of your own clips. Each goes through the r
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def build(cfg: DictConfig, record: dict | None = None) -> tuple[ClipCaerModule, 
     return module, datamodule
 
 
-def artifacts(outcome: Outcome) -> list[Path]:
-    """The test figures and tables of a run: confusion matrix, per-context table, skipped clips."""
+def artifacts(outcome: Outcome, scratch: Path) -> list[Path]:
+    """The test figures and tables of a run: confusion matrix, per-context table, skipped clips (written in
+    `scratch`)."""
     module, datamodule = outcome.module, outcome.datamodule
     paths = [p for p in (getattr(module, "confusion_png", None), getattr(module, "context_table", None)) if p]
     if datamodule.skipped:
@@ -42,7 +44,7 @@ def artifacts(outcome: Outcome) -> list[Path]:
             outcome.logger.experiment.log_metric(outcome.logger.run_id, f"data/skipped/{split}", len(messages))
         lines = [f"{split}\t{message}" for split, messages in datamodule.skipped.items() for message in messages]
         if lines:
-            skipped = outcome.artifacts / "skipped_clips.txt"
+            skipped = scratch / "skipped_clips.txt"
             skipped.write_text("\n".join(lines) + "\n", encoding="utf-8")
             paths.append(skipped)
     return paths
@@ -64,11 +66,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     record: dict = {}
     outcome = train_run(cfg, lambda: build(cfg, record), monitor="val/uar", loader_workers=cfg.data.num_workers,
                         record=lambda: record)
-    if outcome.is_main:
-        log_data(cfg, outcome)
-        finish(cfg, outcome.logger, f"RAER test ({cfg.model.name}, {cfg.model.backbone})", outcome.metrics,
-               artifacts=artifacts(outcome), checkpoint=outcome.best_checkpoint)
-        export(outcome, record)
+    try:
+        if outcome.is_main:
+            log_data(cfg, outcome)
+            with tempfile.TemporaryDirectory(prefix="affectlab-") as scratch:
+                finish(cfg, outcome.logger, f"RAER test ({cfg.model.name}, {cfg.model.backbone})", outcome.metrics,
+                       artifacts=artifacts(outcome, Path(scratch)), checkpoint=outcome.best_checkpoint)
+            export(outcome, record)
+    finally:
+        shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)  # the module's test figures, logged by now
     return outcome.metrics
 
 
@@ -82,12 +88,12 @@ def export(outcome: Outcome, record: dict) -> str | None:
     else:
         state = outcome.module.state_dict()
     weights = {k.removeprefix("net."): v.cpu() for k, v in state.items() if k.startswith("net.")}
-    folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
     last = outcome.folder / "last.ckpt"
     checkpoint = outcome.best_checkpoint or (str(last) if last.is_file() else None)  # the model, if MLflow is away
-    bundle = write_bundle(folder, "raer", record["classes"], record["config"], {"weights": weights},
-                          architecture=record["architecture"], checkpoint=checkpoint)
-    return log_raer_model(outcome.logger, bundle)
+    with tempfile.TemporaryDirectory(prefix="affectlab-bundle-") as folder:  # the whole network: not left in /tmp
+        bundle = write_bundle(Path(folder), "raer", record["classes"], record["config"], {"weights": weights},
+                              architecture=record["architecture"], checkpoint=checkpoint)
+        return log_raer_model(outcome.logger, bundle)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -101,8 +107,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     record: dict = {}
     outcome = evaluate_checkpoint(cfg, lambda: build(cfg, record), checkpoint, loader_workers=cfg.data.num_workers,
                                   record=lambda: record)
-    if outcome.is_main:
-        finish(cfg, outcome.logger, f"RAER evaluation of {checkpoint}", outcome.metrics, artifacts=artifacts(outcome))
+    try:
+        if outcome.is_main:
+            with tempfile.TemporaryDirectory(prefix="affectlab-") as scratch:
+                finish(cfg, outcome.logger, f"RAER evaluation of {checkpoint}", outcome.metrics,
+                       artifacts=artifacts(outcome, Path(scratch)))
+    finally:
+        shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)
     return outcome.metrics
 
 
