@@ -119,3 +119,24 @@ def test_a_training_leaves_nothing_in_the_temporary_folder(workdir: Path, monkey
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     train(tiny(workdir))  # its figures, config, bundle (the whole network's weights) and MLflow model logged
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_a_full_disk_while_making_a_new_store_is_one_line_and_leaves_no_scratch_file(workdir: Path, monkeypatch):
+    import errno
+    import shutil
+
+    from affectlab.datasets.integrity import DiskFullError
+    from affectlab.lab.tracking import prepare_store
+
+    copy = shutil.copyfile
+
+    def fills_the_disk(source, target):  # the new store's copy finds the disk full
+        if Path(target).parent != workdir:
+            return copy(source, target)
+        Path(target).write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", fills_the_disk)
+    with pytest.raises(DiskFullError, match=rf"disk full: writing {workdir / 'mlflow.db'} stopped"):
+        prepare_store(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert sorted(p.name for p in workdir.iterdir()) == ["mlflow.db.lock"]

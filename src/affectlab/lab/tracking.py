@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -28,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from affectlab.datasets.generated import cache_root
+from affectlab.datasets.integrity import write_atomic
 from affectlab.lab.resilient import _OUTBOXES, PENDING_DIR, ResilientClient, TrackingError, import_pending
 
 
@@ -87,12 +89,15 @@ def prepare_store(uri: str) -> None:
     path = Path(uri[len("sqlite:///"):])
     with _Locked(path.with_name(path.name + ".lock")):
         if not path.is_file() or path.stat().st_size == 0:
-            scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            shutil.copyfile(_empty_store(), scratch)
-            with sqlite3.connect(scratch) as store:  # MLflow would have put Default's artifacts beside the store
-                store.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                              ((path.parent / "mlruns").resolve().as_uri(),))
-            os.replace(scratch, path)
+            empty = _empty_store()
+
+            def fresh(scratch: Path) -> None:
+                shutil.copyfile(empty, scratch)
+                with closing(sqlite3.connect(scratch)) as store, store:  # MLflow would have put Default's artifacts
+                    store.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",  # beside it
+                                  ((path.parent / "mlruns").resolve().as_uri(),))
+
+            write_atomic(path, fresh)
         MlflowClient(uri).search_experiments(max_results=1)
 
 
