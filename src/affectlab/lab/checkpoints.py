@@ -53,17 +53,11 @@ class UnsafeCheckpointError(ConfigError):
     """A checkpoint that holds more than tensors and plain values: unpickling it could run code, so it is refused."""
 
 
-# Globals beyond tensors and plain containers that the project's own checkpoints hold (none so far): anything else in
-# a file given as resume=PATH or found by resume=auto is refused, never unpickled.
-SAFE_GLOBALS: list = []
-
-
 def load_checkpoint(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """A checkpoint read with torch.load(weights_only=True): tensors, numbers, texts and containers only, so that a
     crafted file cannot run code; one that needs more is an UnsafeCheckpointError naming what it holds."""
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         try:
             held = torch.serialization.get_unsafe_globals_in_checkpoint(path)

@@ -422,10 +422,7 @@ def help_lines(schema: type) -> list[tuple[str, str, str]]:
     for spec in specs(schema):
         if spec.section is not None:
             continue
-        default = _show(spec.default)
-        if isinstance(spec.default, dict) and not spec.default:
-            default = "{}"
-        rows.append((spec.path, default, spec.help))
+        rows.append((spec.path, _show(spec.default), spec.help))
     return rows
 
 
