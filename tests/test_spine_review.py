@@ -140,3 +140,12 @@ def test_a_full_disk_while_making_a_new_store_is_one_line_and_leaves_no_scratch_
     with pytest.raises(DiskFullError, match=rf"disk full: writing {workdir / 'mlflow.db'} stopped"):
         prepare_store(f"sqlite:///{workdir / 'mlflow.db'}")
     assert sorted(p.name for p in workdir.iterdir()) == ["mlflow.db.lock"]
+
+
+def test_an_unreachable_tracking_server_is_an_expected_error_of_the_command_line():
+    from affectlab.lab.cli import expected
+    from affectlab.lab.hardware import LaunchError
+    from affectlab.lab.tracking import TrackingError  # defined in affectlab.lab.resilient
+
+    assert expected(TrackingError("MLflow tracking server http://127.0.0.1:1 did not answer"))
+    assert expected(LaunchError("--devices 3: this machine has 2 CPUs"))  # a ConfigError

@@ -24,9 +24,8 @@ from affectlab.lab.config import ConfigError, help_lines, load_config, variants
 # Exceptions a user's input or machine can cause, by the module and name of their type: the packages define their
 # own (no common base, they are installed separately), and naming them here keeps --help free of their imports.
 EXPECTED = {
-    ("affectlab.lab.config", "ConfigError"),
-    ("affectlab.lab.hardware", "LaunchError"),
-    ("affectlab.lab.tracking", "TrackingError"),
+    ("affectlab.lab.config", "ConfigError"),  # and its subclasses (hardware's LaunchError, ...): the MRO is walked
+    ("affectlab.lab.resilient", "TrackingError"),
     ("affectlab.datasets.errors", "DatasetError"),
     ("affectlab.datasets.integrity", "DiskFullError"),
     ("affectlab.models.errors", "ModelError"),
