@@ -64,9 +64,10 @@ class LayerReport:
 
 def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.Tensor]], texts: Mapping[str, list],
              layers: Sequence[int], num_layers: int, classes: Sequence[str], training: ProbeTraining,
-             report: DictConfig, seed: int) -> LayerReport:
+             report: DictConfig, seed: int, train_counts: Sequence[int] | None = None) -> LayerReport:
     """Scores the trained ``probes`` and ``projection`` on ``parts["test"]``, their validation scores on
-    ``parts["val"]``, and the baselines trained on ``parts["train"]`` (``texts``: each part's texts)."""
+    ``parts["val"]``, and the baselines trained on ``parts["train"]`` (``texts``: each part's texts;
+    ``train_counts``: training items per class before any balancing, whose largest is the majority class)."""
     (_, train_y), (val_x, val_y), (test_x, test_y) = parts["train"], parts["val"], parts["test"]
     multi_label, count = test_y.dim() == 2, len(classes)
     bootstrap = dict(resamples=int(report.resamples), confidence=float(report.confidence), seed=seed)
@@ -78,7 +79,7 @@ def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.T
     projected = bootstrap_metrics(decisions(projected, multi_label), test_y, count, names=names, **bootstrap)
     # the same seed and number of test texts: the baselines are scored on the very resamples of the layers
     baselines = {
-        "majority": majority_baseline(train_y, test_y, count, **bootstrap),
+        "majority": majority_baseline(train_y, test_y, count, class_counts=train_counts, **bootstrap),
         "tfidf_logreg": tfidf_baseline(texts["train"], train_y.numpy(), texts["test"], test_y.numpy(), count,
                                        **bootstrap),
     }

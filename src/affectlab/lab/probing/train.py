@@ -169,8 +169,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     corpus_texts = {split: corpus.texts for split, corpus in corpora.items()}
     projection = fit_projection(parts["train"][0], parts["train"][1], len(classes))
+    natural = None if splits.multi_label else list(splits.natural_train_counts().values())
     report = evaluate(probes, projection, parts, corpus_texts, layers, info["num_layers"], classes, training,
-                      cfg.report, cfg.seed)
+                      cfg.report, cfg.seed, train_counts=natural)
     summary = summary_metrics(report)
     summary.update({"train_examples": float(len(splits.train)), "val_examples": float(len(splits.val))})
     name, corpus_name = str(cfg.model.name), f"{splits.report['source']} ({splits.report['labels']})"

@@ -235,16 +235,20 @@ def bootstrap_metrics(
 
 
 def majority_baseline(
-    train_labels, test_labels, num_classes: int | None = None, **bootstrap
+    train_labels, test_labels, num_classes: int | None = None, *, class_counts: Sequence[int] | None = None,
+    **bootstrap
 ) -> BootstrapMetrics:
     """The metrics of always predicting the training set's most frequent class (for multi-hot labels: every label
-    present in more than half of the training examples), with intervals (``bootstrap``: `bootstrap_metrics` options)."""
+    present in more than half of the training examples), with intervals (``bootstrap``: `bootstrap_metrics` options).
+    ``class_counts``: the training set's items per class as the data holds them, when ``train_labels`` are not (a
+    training set balanced by oversampling has every class as large)."""
     train, test = torch.as_tensor(np.asarray(train_labels)), torch.as_tensor(np.asarray(test_labels))
     if train.dim() == 2:
         constant = train.float().mean(0) > 0.5
         predictions = constant.expand(test.shape[0], -1)
     else:
-        counts = torch.bincount(train.long(), minlength=num_classes or 0)
+        counts = (torch.bincount(train.long(), minlength=num_classes or 0) if class_counts is None
+                  else torch.as_tensor(list(class_counts)))
         predictions = torch.full((test.shape[0],), int(counts.argmax()), dtype=torch.long)
     return bootstrap_metrics(predictions, test, num_classes, names=["majority"], **bootstrap)
 
