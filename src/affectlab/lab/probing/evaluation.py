@@ -89,15 +89,6 @@ def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.T
                        str(report.metric), training, logits, test_y)
 
 
-def paired_difference(a: BootstrapMetrics, row_a: int, b: BootstrapMetrics, row_b: int, metric: str
-                      ) -> tuple[float, float, float]:
-    """Metric of ``a[row_a]`` minus ``b[row_b]`` with its percentile interval over their shared resamples."""
-    draws = a.draws[metric][row_a] - b.draws[metric][row_b]
-    tail = (1.0 - a.confidence) / 2
-    low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=draws.dtype)).tolist()
-    return float(a.value[metric][row_a] - b.value[metric][row_b]), low, high
-
-
 def summary_metrics(report: LayerReport) -> dict[str, float]:
     """The run's metrics: the best layer's test metrics with intervals and its difference from TF-IDF, every layer
     (probe and projection), the baselines, what training did and the split sizes."""
@@ -107,7 +98,7 @@ def summary_metrics(report: LayerReport) -> dict[str, float]:
     for metric in METRICS:
         value, low, high = probes.interval(metric, best)
         summary.update({f"best/{metric}": value, f"best/{metric}_low": low, f"best/{metric}_high": high})
-        difference = paired_difference(probes, best, report.baselines["tfidf_logreg"], 0, metric)
+        difference = probes.difference(metric, best, 0, report.baselines["tfidf_logreg"])
         summary.update(dict(zip((f"best_minus_tfidf/{metric}", f"best_minus_tfidf/{metric}_low",
                                  f"best_minus_tfidf/{metric}_high"), difference)))
     for name, baseline in report.baselines.items():
@@ -152,7 +143,7 @@ def layer_rows(report: LayerReport) -> list[dict[str, object]]:
             value, low, high = report.probes.interval(metric, position)
             row.update({metric: value, f"{metric}_low": low, f"{metric}_high": high})
         row[f"val_{report.metric}"] = float(report.val[report.metric][position])
-        difference = paired_difference(report.probes, position, report.probes, report.best, report.metric)
+        difference = report.probes.difference(report.metric, position, report.best)
         row.update(dict(zip((f"{report.metric}_minus_best", f"{report.metric}_minus_best_low",
                              f"{report.metric}_minus_best_high"), difference)))
         row["best_epoch"] = report.training.best_epoch[position]

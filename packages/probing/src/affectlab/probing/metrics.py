@@ -77,13 +77,15 @@ class BootstrapMetrics:
         """``(value, low, high)`` of one metric of one row (a baseline's line in `plot_accuracy_by_depth`)."""
         return float(self.value[metric][row]), float(self.low[metric][row]), float(self.high[metric][row])
 
-    def difference(self, metric: str, a: int, b: int) -> tuple[float, float, float]:
-        """Metric of row ``a`` minus row ``b`` with its paired percentile interval: the rows differ (at this
-        confidence) when the interval excludes 0."""
-        draws = self.draws[metric][a] - self.draws[metric][b]
+    def difference(self, metric: str, a: int, b: int, other: BootstrapMetrics | None = None
+                   ) -> tuple[float, float, float]:
+        """Metric of row ``a`` minus row ``b`` (of ``other``, scored on the same resamples: a baseline; default this
+        one) with its paired percentile interval: the rows differ (at this confidence) when the interval excludes 0."""
+        other = self if other is None else other
+        draws = self.draws[metric][a] - other.draws[metric][b]
         tail = (1.0 - self.confidence) / 2
         low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=draws.dtype)).tolist()
-        return float(self.value[metric][a] - self.value[metric][b]), low, high
+        return float(self.value[metric][a] - other.value[metric][b]), low, high
 
 
 def decisions(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
