@@ -167,22 +167,27 @@ def write_layer_table(report: LayerReport, path: Path) -> Path:
 
 
 def earlier_depth_curves(client, experiment_id: str, run_id: str, cfg: DictConfig,
-                         metric: str = "accuracy") -> dict[str, tuple[list, list]]:
-    """``metric`` against depth of the latest earlier run of every other model in this MLflow experiment that probed
-    the same corpus (same ``data.*``), so that the depth figure compares models, one line each, as the paper's does."""
+                         metrics: Sequence[str] = METRICS) -> dict[str, dict[str, tuple[list, list]]]:
+    """Per metric of ``metrics``, the metric against depth of the latest earlier run of every other model in this
+    MLflow experiment that probed the same corpus (same ``data.*``), so that the depth figure compares models, one
+    line each, as the paper's does. The runs are searched once."""
     same_data = {key: str(value) for key, value in flatten(cfg.data, prefix="data.").items()}
-    prefix = f"test/{metric}/layer_"
-    curves: dict[str, tuple[list, list]] = {}
-    for run in client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200):
-        params, metrics = run.data.params, run.data.metrics
-        name = params.get("model.name")
-        if (run.info.run_id == run_id or name is None or name == str(cfg.model.name) or name in curves
-                or "num_layers" not in metrics or any(params.get(k) != v for k, v in same_data.items())):
-            continue
-        layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in metrics.items() if key.startswith(prefix))
-        if layers:
-            curves[name] = ([layer / metrics["num_layers"] for layer, _ in layers], [value for _, value in layers])
-    return curves
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
+    earlier: dict[str, dict[str, tuple[list, list]]] = {}
+    for metric in metrics:
+        prefix = f"test/{metric}/layer_"
+        curves = earlier[metric] = {}
+        for run in runs:
+            params, values = run.data.params, run.data.metrics
+            name = params.get("model.name")
+            if (run.info.run_id == run_id or name is None or name == str(cfg.model.name) or name in curves
+                    or "num_layers" not in values or any(params.get(k) != v for k, v in same_data.items())):
+                continue
+            layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in values.items()
+                            if key.startswith(prefix))
+            if layers:
+                curves[name] = ([layer / values["num_layers"] for layer, _ in layers], [value for _, value in layers])
+    return earlier
 
 
 def figures(report: LayerReport, folder: Path, name: str, corpus: str, earlier: Mapping[str, Mapping]) -> list[Path]:

@@ -187,8 +187,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_probe_model(logger, bundle, splits.test.texts[:2])
     earlier = {}
     if logger is not None:
-        earlier = {m: earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg, m)
-                   for m in METRICS}
+        earlier = earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg)
     artifacts += [write_layer_table(report, scratch / "layers.csv"),
                   *figures(report, scratch, name, corpus_name, earlier)]
     rows = layer_rows(report)
