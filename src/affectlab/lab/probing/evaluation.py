@@ -156,8 +156,8 @@ def layer_rows(report: LayerReport) -> list[dict[str, object]]:
     return rows
 
 
-def write_layer_table(report: LayerReport, path: Path) -> Path:
-    rows = layer_rows(report)
+def write_layer_table(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
+    """`layer_rows` as a CSV, floats to 4 decimals."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

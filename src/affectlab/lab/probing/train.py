@@ -188,9 +188,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     earlier = {}
     if logger is not None:
         earlier = earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg)
-    artifacts += [write_layer_table(report, scratch / "layers.csv"),
-                  *figures(report, scratch, name, corpus_name, earlier)]
     rows = layer_rows(report)
+    artifacts += [write_layer_table(rows, scratch / "layers.csv"), *figures(report, scratch, name, corpus_name, earlier)]
     print_table(layer_columns(rows, report.metric),
                 f"{name} on {corpus_name}: test split ({len(splits.test)} texts), {report.probes.confidence:.0%} "
                 f"intervals; best layer {report.best_layer} by validation {report.metric}")
