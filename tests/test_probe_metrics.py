@@ -87,6 +87,9 @@ def test_layers_differ_when_the_interval_of_their_difference_excludes_zero():
     assert 0 < low < value < high  # 0.8 against 0.5 correct: they differ
     _, low, high = report.difference("accuracy", 1, 0)
     assert low < 0 < high  # 0.52 against 0.5 on 400 examples: no telling them apart
+    # a baseline scored apart on the same resamples (same seed, same examples): the same paired difference
+    top, bottom = (bootstrap_metrics(predictions[i], labels, 7, resamples=500) for i in (2, 0))
+    assert top.difference("accuracy", 0, 0, bottom) == pytest.approx(report.difference("accuracy", 2, 0))
     rows = report.rows()
     assert rows[2]["name"] == "layer_02" and rows[2]["accuracy_low"] < rows[2]["accuracy"] < rows[2]["accuracy_high"]
 

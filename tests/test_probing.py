@@ -371,6 +371,6 @@ def test_the_depth_figure_adds_earlier_runs_of_other_models_on_the_same_corpus(t
     past_run("llama", "meld", [0.2, 0.45, 0.55], num_layers=16)  # the latest run of a model stands for it
     past_run("qwen-other-corpus", "goemotions.csv", [0.1, 0.2, 0.3], num_layers=28)
     past_run("this-model", "meld", [0.9, 0.9, 0.9], num_layers=6)  # the current model's line is the current run
-    curves = earlier_depth_curves(client, experiment, run_id="none", cfg=cfg)
+    curves = earlier_depth_curves(client, experiment, run_id="none", cfg=cfg)["accuracy"]
     assert set(curves) == {"qwen", "llama"}
     assert curves["llama"] == ([0.0, 0.5, 1.0], [0.2, 0.45, 0.55])

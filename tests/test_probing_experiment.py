@@ -136,6 +136,16 @@ def test_official_splits_run_end_to_end_and_the_run_says_what_it_read(workdir: P
     assert client.get_registered_model("affectlab-probing").latest_versions[0].run_id == run.info.run_id
 
 
+def test_a_balanced_training_set_leaves_the_majority_baseline_on_the_natural_majority(workdir: Path, tmp_path: Path):
+    neutral = [row for row in emotion_texts(24, offset=500) if row[1] == "neutral"]
+    train = write_table(tmp_path / "train.csv", emotion_texts(4) + neutral[:20])  # neutral 24 texts, the others 4
+    test = write_table(tmp_path / "test.csv", emotion_texts(2, offset=200) + neutral[20:])  # neutral 6 of 18
+    summary = main(["data.source=files", f"data.train={train}", f"data.test={test}", "data.balance_train=true",
+                    "model.layers=[0,6]", *QUICK])
+    # oversampled, every class is as large in training; the majority class is still the one the data has most of
+    assert summary["baseline/majority/accuracy"] == pytest.approx(6 / 18)
+
+
 def test_goemotions_folder_gives_its_28_classes(workdir: Path, tmp_path: Path):
     folder = write_goemotions_folder(tmp_path / "corpora" / "goemotions", per_class=2,
                                      extra={"train": [("lol and thanks a lot", ["amusement", "gratitude"])]})

@@ -7,6 +7,7 @@ science (that needs real weights: see the docstring of affectlab.probing.steerin
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from builders import CHAT_TEMPLATE, tiny_decoder
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from affectlab.lab.config import load_config
+from affectlab.lab.probing.studies import steering_study
 from affectlab.probing import (
     ANSWER_PREFIX,
     SteeringError,
@@ -144,3 +147,11 @@ def test_a_direction_that_does_not_fit_the_model_is_refused(decoder):
         pass
     with pytest.raises(SteeringError, match="layer=5: the model has layers 0..4"), steering(decoder, 5, torch.zeros(64)):
         pass
+
+
+def test_the_steered_layer_is_the_one_model_layers_would_pick_for_the_same_fraction(tokenizer, tmp_path: Path):
+    model = tiny_decoder("llama", len(tokenizer), layers=6)
+    cfg = load_config("probing", ["steering.layer=0.75", "steering.alphas=[0.0]", "steering.max_texts=1"])
+    directions = torch.zeros(7, len(EMOTIONS), model.config.hidden_size)
+    metrics, _ = steering_study(cfg, (model, tokenizer), directions, list(range(7)), 6, EMOTIONS, TEXTS, tmp_path)
+    assert metrics["steering/layer"] == 5  # 0.75 x 6 = 4.5, halves rounded up as model.layers=[0.75] does

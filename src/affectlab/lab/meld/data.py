@@ -13,7 +13,6 @@ import csv
 import hashlib
 import os
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,10 @@ from affectlab.fusion.textualize import CueTables, load_cue_tables, write_synthe
 from affectlab.lab.checkpoints import ResumableDataLoader
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld.clips import CLIP_MODALITIES, ClipEncoder, clip_features
+from affectlab.lab.probing.data import SHARED_DATA, loud_warning
 from affectlab.lab.sharding import eval_shards, train_sampler
 from affectlab.lab.tracking import log_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"  # ../shared/data beside the project
 TEXT_APPROACHES = {"transcript": ["text"]}  # the prompt's modalities of a text approach other than "text"
 
 
@@ -165,13 +164,6 @@ def meld_splits(cfg: DictConfig) -> MeldSplits:
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"MELD: {how['test']}", flush=True)
     return MeldSplits(train, val, dev, how, False, str(folder))
-
-
-def loud_warning(message: str) -> None:
-    """A warning, and a banner on stderr that no log level hides (rank 0)."""
-    rank_zero_warn(message)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", file=sys.stderr, flush=True)
 
 
 def log_meld_splits(parent, splits: MeldSplits) -> None:

@@ -10,13 +10,13 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,7 +26,7 @@ from affectlab.lab.checkpoints import ResumableDataLoader
 from affectlab.lab.sharding import train_sampler
 from affectlab.probing import HiddenStateExtractor, cached_features, load_model, model_revision
 
-SHARED_MELD = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "meld"
+SHARED_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"  # ../shared/data beside the project
 MELD_FILES = ("train_sent_emo.csv", "dev_sent_emo.csv")
 BUNDLED_CORPUS = Path(__file__).resolve().parent / "corpora" / "tiny_emotions.jsonl"
 
@@ -46,12 +46,9 @@ def model_source(name: str) -> str:
     return str(embedded_model_dirs().get(name, name))
 
 
-def toy_warning(reason: str) -> None:
-    """The toy corpus stands in: said as a warning and as a banner on stderr that no log level hides."""
-    message = (f"{reason}: the probes read the TOY corpus shipped with affectlab ({BUNDLED_CORPUS.name}, 15 texts "
-               "per emotion); its per-layer figures MEAN NOTHING. Give a corpus: data.source=meld|goemotions|"
-               "llm_emotion data.path=..., or data.source=files data.train=... data.test=...")
-    warnings.warn(message, stacklevel=2)
+def loud_warning(message: str) -> None:
+    """A warning, and a banner on stderr that no log level hides (rank 0): for data that stands in for the real."""
+    rank_zero_warn(message)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", file=sys.stderr, flush=True)
 
@@ -61,15 +58,18 @@ def load_splits(data: DictConfig) -> tuple[TextSplits, bool]:
     source, path, toy = str(data.source), data.path, False
     files = {split: _paths(data[split]) for split in ("train", "val", "test")}
     if source == "auto":
-        meld = Path(str(path)).expanduser() if path else SHARED_MELD
+        meld = Path(str(path)).expanduser() if path else SHARED_DATA / "meld"
         if all((meld / name).is_file() for name in MELD_FILES):
             source, path = "meld", meld
         else:
-            toy_warning(f"data.source=auto: no MELD files in {meld}")
+            loud_warning(f"data.source=auto: no MELD files in {meld}: the probes read the TOY corpus shipped with "
+                         f"affectlab ({BUNDLED_CORPUS.name}, 15 texts per emotion); its per-layer figures MEAN "
+                         "NOTHING. Give a corpus: data.source=meld|goemotions|llm_emotion data.path=..., or "
+                         "data.source=files data.train=... data.test=...")
             source, path, toy = "files", None, True
             files = {"train": str(BUNDLED_CORPUS), "val": None, "test": None}
     elif source == "meld" and path is None:
-        path = SHARED_MELD
+        path = SHARED_DATA / "meld"
     splits = load_text_splits(
         source, path=path, **files, text_column=_column(data.text_column), label_column=_column(data.label_column),
         header=data.header, labels=data.labels, multi_label=data.multi_label, val_fraction=data.val_fraction,

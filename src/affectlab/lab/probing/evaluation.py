@@ -64,9 +64,10 @@ class LayerReport:
 
 def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.Tensor]], texts: Mapping[str, list],
              layers: Sequence[int], num_layers: int, classes: Sequence[str], training: ProbeTraining,
-             report: DictConfig, seed: int) -> LayerReport:
+             report: DictConfig, seed: int, train_counts: Sequence[int] | None = None) -> LayerReport:
     """Scores the trained ``probes`` and ``projection`` on ``parts["test"]``, their validation scores on
-    ``parts["val"]``, and the baselines trained on ``parts["train"]`` (``texts``: each part's texts)."""
+    ``parts["val"]``, and the baselines trained on ``parts["train"]`` (``texts``: each part's texts;
+    ``train_counts``: training items per class before any balancing, whose largest is the majority class)."""
     (_, train_y), (val_x, val_y), (test_x, test_y) = parts["train"], parts["val"], parts["test"]
     multi_label, count = test_y.dim() == 2, len(classes)
     bootstrap = dict(resamples=int(report.resamples), confidence=float(report.confidence), seed=seed)
@@ -78,7 +79,7 @@ def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.T
     projected = bootstrap_metrics(decisions(projected, multi_label), test_y, count, names=names, **bootstrap)
     # the same seed and number of test texts: the baselines are scored on the very resamples of the layers
     baselines = {
-        "majority": majority_baseline(train_y, test_y, count, **bootstrap),
+        "majority": majority_baseline(train_y, test_y, count, class_counts=train_counts, **bootstrap),
         "tfidf_logreg": tfidf_baseline(texts["train"], train_y.numpy(), texts["test"], test_y.numpy(), count,
                                        **bootstrap),
     }
@@ -86,15 +87,6 @@ def evaluate(probes, projection, parts: Mapping[str, tuple[torch.Tensor, torch.T
     best = int(torch.argmax(val[report.metric]))
     return LayerReport(list(layers), num_layers, list(classes), multi_label, scored, projected, baselines, val, best,
                        str(report.metric), training, logits, test_y)
-
-
-def paired_difference(a: BootstrapMetrics, row_a: int, b: BootstrapMetrics, row_b: int, metric: str
-                      ) -> tuple[float, float, float]:
-    """Metric of ``a[row_a]`` minus ``b[row_b]`` with its percentile interval over their shared resamples."""
-    draws = a.draws[metric][row_a] - b.draws[metric][row_b]
-    tail = (1.0 - a.confidence) / 2
-    low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=draws.dtype)).tolist()
-    return float(a.value[metric][row_a] - b.value[metric][row_b]), low, high
 
 
 def summary_metrics(report: LayerReport) -> dict[str, float]:
@@ -106,7 +98,7 @@ def summary_metrics(report: LayerReport) -> dict[str, float]:
     for metric in METRICS:
         value, low, high = probes.interval(metric, best)
         summary.update({f"best/{metric}": value, f"best/{metric}_low": low, f"best/{metric}_high": high})
-        difference = paired_difference(probes, best, report.baselines["tfidf_logreg"], 0, metric)
+        difference = probes.difference(metric, best, 0, report.baselines["tfidf_logreg"])
         summary.update(dict(zip((f"best_minus_tfidf/{metric}", f"best_minus_tfidf/{metric}_low",
                                  f"best_minus_tfidf/{metric}_high"), difference)))
     for name, baseline in report.baselines.items():
@@ -151,7 +143,7 @@ def layer_rows(report: LayerReport) -> list[dict[str, object]]:
             value, low, high = report.probes.interval(metric, position)
             row.update({metric: value, f"{metric}_low": low, f"{metric}_high": high})
         row[f"val_{report.metric}"] = float(report.val[report.metric][position])
-        difference = paired_difference(report.probes, position, report.probes, report.best, report.metric)
+        difference = report.probes.difference(report.metric, position, report.best)
         row.update(dict(zip((f"{report.metric}_minus_best", f"{report.metric}_minus_best_low",
                              f"{report.metric}_minus_best_high"), difference)))
         row["best_epoch"] = report.training.best_epoch[position]
@@ -164,8 +156,8 @@ def layer_rows(report: LayerReport) -> list[dict[str, object]]:
     return rows
 
 
-def write_layer_table(report: LayerReport, path: Path) -> Path:
-    rows = layer_rows(report)
+def write_layer_table(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
+    """`layer_rows` as a CSV, floats to 4 decimals."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -175,22 +167,27 @@ def write_layer_table(report: LayerReport, path: Path) -> Path:
 
 
 def earlier_depth_curves(client, experiment_id: str, run_id: str, cfg: DictConfig,
-                         metric: str = "accuracy") -> dict[str, tuple[list, list]]:
-    """``metric`` against depth of the latest earlier run of every other model in this MLflow experiment that probed
-    the same corpus (same ``data.*``), so that the depth figure compares models, one line each, as the paper's does."""
+                         metrics: Sequence[str] = METRICS) -> dict[str, dict[str, tuple[list, list]]]:
+    """Per metric of ``metrics``, the metric against depth of the latest earlier run of every other model in this
+    MLflow experiment that probed the same corpus (same ``data.*``), so that the depth figure compares models, one
+    line each, as the paper's does. The runs are searched once."""
     same_data = {key: str(value) for key, value in flatten(cfg.data, prefix="data.").items()}
-    prefix = f"test/{metric}/layer_"
-    curves: dict[str, tuple[list, list]] = {}
-    for run in client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200):
-        params, metrics = run.data.params, run.data.metrics
-        name = params.get("model.name")
-        if (run.info.run_id == run_id or name is None or name == str(cfg.model.name) or name in curves
-                or "num_layers" not in metrics or any(params.get(k) != v for k, v in same_data.items())):
-            continue
-        layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in metrics.items() if key.startswith(prefix))
-        if layers:
-            curves[name] = ([layer / metrics["num_layers"] for layer, _ in layers], [value for _, value in layers])
-    return curves
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=200)
+    earlier: dict[str, dict[str, tuple[list, list]]] = {}
+    for metric in metrics:
+        prefix = f"test/{metric}/layer_"
+        curves = earlier[metric] = {}
+        for run in runs:
+            params, values = run.data.params, run.data.metrics
+            name = params.get("model.name")
+            if (run.info.run_id == run_id or name is None or name == str(cfg.model.name) or name in curves
+                    or "num_layers" not in values or any(params.get(k) != v for k, v in same_data.items())):
+                continue
+            layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in values.items()
+                            if key.startswith(prefix))
+            if layers:
+                curves[name] = ([layer / values["num_layers"] for layer, _ in layers], [value for _, value in layers])
+    return earlier
 
 
 def figures(report: LayerReport, folder: Path, name: str, corpus: str, earlier: Mapping[str, Mapping]) -> list[Path]:

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 from affectlab.probing import LayerProbes, ProbeTraining, layer_losses
-from affectlab.probing.training import validation_scores
+from affectlab.probing.training import keep_improved, restore_best, validation_scores
 
 
 class MlpProbes(L.LightningModule):
@@ -53,12 +53,7 @@ class MlpProbes(L.LightningModule):
             logits = self.probes(self.val_features.to(self.device))
             scores = validation_scores(logits, self.val_labels.to(self.device), self.monitor).to(self.device)
         epoch = self.current_epoch + 1
-        improved = scores > self.best_score
-        with torch.no_grad():
-            for name, parameter in self.probes.named_parameters():
-                best = getattr(self, f"best_{name}")
-                best[improved] = parameter.detach()[improved]
-        self.best_score.copy_(torch.where(improved, scores, self.best_score))
+        improved = keep_improved(self.probes, self._best_weights(), self.best_score, scores)
         self.best_epoch[improved] = epoch
         self.epochs_run.fill_(epoch)
         shown = -scores if self.monitor == "loss" else scores
@@ -69,11 +64,13 @@ class MlpProbes(L.LightningModule):
         if self.stopped():
             self.trainer.should_stop = True
 
+    def _best_weights(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> the buffer of its best values (checkpointed with the module)."""
+        return {name: getattr(self, f"best_{name}") for name, _ in self.probes.named_parameters()}
+
     def restore_best(self) -> None:
         """Every layer's probe takes the weights of its best epoch."""
-        with torch.no_grad():
-            for name, parameter in self.probes.named_parameters():
-                parameter.copy_(getattr(self, f"best_{name}"))
+        restore_best(self.probes, self._best_weights())
         self.probes.eval()
 
     def training_record(self, max_epochs: int) -> ProbeTraining:

@@ -12,7 +12,6 @@ the language model itself is loaded by name, as in training.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, ModelNotFoundError, log_model, read_bundle, resolve, write_bundle
 from affectlab.lab.probing.data import build_extractor, model_source
 from affectlab.lab.run import start
+from affectlab.lab.sweep import slug
 from affectlab.lab.tracking import tracking_uri
 from affectlab.probing import LayerProbes, load_model, plot_token_trajectory, token_trajectory
 
@@ -116,10 +116,6 @@ class Predictor:
                                 kind="probability", multi_label=self.multi_label)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "text"
-
-
 def predict(cfg: DictConfig) -> pd.DataFrame:
     """The predict command: checks the input and the model first (one line for what is wrong, nothing written),
     then writes ``predictions.csv`` and the trajectories into ``predict.output``; returns the predictions."""
@@ -131,16 +127,14 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     texts = read_texts(Path(str(spec.input)).expanduser(), str(spec.text_column))
     folder = resolve(None if spec.model is None else str(spec.model), EXPERIMENT, tracking_uri(cfg.mlflow.tracking_uri))
     bundle = read_bundle(folder)
-    if bundle.experiment != EXPERIMENT:
-        raise ModelNotFoundError(f"model={spec.model}: a model of {bundle.experiment!r}, not of {EXPERIMENT!r}")
-    predictor = Predictor.from_bundle(bundle)
+    predictor = Predictor.from_bundle(bundle)  # refuses another experiment's model
     frame = predictor.predict_frame(pd.DataFrame({"text": texts}))
     trajectories = [predictor.trajectory(text) for text in texts[: int(spec.trajectories)]]
     output = Path(str(spec.output)).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / "predictions.csv", lambda scratch: frame.to_csv(scratch, index=False))
     for index, (text, trajectory) in enumerate(zip(texts, trajectories)):
-        stem = output / "trajectories" / f"{index:03d}-{_slug(text)}"
+        stem = output / "trajectories" / f"{index:03d}-{slug(text)[:40] or 'text'}"
         stem.parent.mkdir(exist_ok=True)
         write_atomic(stem.with_suffix(".csv"), trajectory.write_csv)
         figure = plot_token_trajectory(trajectory, Path(tempfile.mkdtemp(prefix="affectlab-")) / "trajectory.png",

@@ -36,6 +36,7 @@ from affectlab.probing import (
     probe_judge,
     reply_states,
     score_answers,
+    select_layers,
     steering_sweep,
     token_trajectory,
 )
@@ -162,7 +163,7 @@ def steering_study(cfg: DictConfig, lm: tuple, directions: torch.Tensor, layers:
     if spec.emotion not in classes:
         raise ConfigError(f"steering.emotion={spec.emotion!r}: not a class of this corpus; expected one of "
                           f"{list(classes)}")
-    target = round(float(spec.layer) * num_layers)
+    target = select_layers(num_layers, [float(spec.layer)])[0]  # rounded as model.layers rounds a fraction
     position = min(range(len(layers)), key=lambda i: abs(layers[i] - target))
     layer, emotion = layers[position], list(classes).index(spec.emotion)
     model, tokenizer = lm

@@ -169,8 +169,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     corpus_texts = {split: corpus.texts for split, corpus in corpora.items()}
     projection = fit_projection(parts["train"][0], parts["train"][1], len(classes))
+    natural = None if splits.multi_label else list(splits.natural_train_counts().values())
     report = evaluate(probes, projection, parts, corpus_texts, layers, info["num_layers"], classes, training,
-                      cfg.report, cfg.seed)
+                      cfg.report, cfg.seed, train_counts=natural)
     summary = summary_metrics(report)
     summary.update({"train_examples": float(len(splits.train)), "val_examples": float(len(splits.val))})
     name, corpus_name = str(cfg.model.name), f"{splits.report['source']} ({splits.report['labels']})"
@@ -186,11 +187,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log_probe_model(logger, bundle, splits.test.texts[:2])
     earlier = {}
     if logger is not None:
-        earlier = {m: earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg, m)
-                   for m in METRICS}
-    artifacts += [write_layer_table(report, scratch / "layers.csv"),
-                  *figures(report, scratch, name, corpus_name, earlier)]
+        earlier = earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg)
     rows = layer_rows(report)
+    artifacts += [write_layer_table(rows, scratch / "layers.csv"), *figures(report, scratch, name, corpus_name, earlier)]
     print_table(layer_columns(rows, report.metric),
                 f"{name} on {corpus_name}: test split ({len(splits.test)} texts), {report.probes.confidence:.0%} "
                 f"intervals; best layer {report.best_layer} by validation {report.metric}")

@@ -50,6 +50,7 @@ from affectlab.datasets.text_tables import FORMATS, Column, read_columns
 TEXT_SOURCES = ("files", "meld", "goemotions", "llm_emotion")
 SPLITS = ("train", "val", "test")
 OVERLAP_POLICIES = ("remove", "keep", "error")
+PER_CLASS = ("class_counts", "class_counts_before_balancing")  # a split's counts that are per class, not changes
 LABEL_ALIASES = {"ekman": "ekman7"}
 DEDUP_RULE = ("within a split, rows with the same text (after encoding repair and white-space folding) are one item: "
               "rows with the same label are merged; when their labels differ, the label of most rows is kept and a "
@@ -84,16 +85,23 @@ class TextSplits:
         return {name: corpus for name, corpus in (("train", self.train), ("val", self.val), ("test", self.test))
                 if corpus is not None}
 
+    def natural_train_counts(self) -> dict[str, int]:
+        """Training items per class as the data holds them, before any balancing (the majority class is taken from
+        these: after balancing every class is as large)."""
+        return self.report["splits"]["train"].get("class_counts_before_balancing") or self.train.class_counts()
+
     def describe(self) -> str:
         """The report as lines of text, for a log."""
         r = self.report
         lines = [f"{r['source']}: {len(self.classes)} classes ({r['labels']}); {r['kept_labels']}"]
         for name, corpus in self.splits().items():
-            counts = {k: v for k, v in r["splits"][name].items() if k not in ("class_counts", "kept") and v}
+            counts = {k: v for k, v in r["splits"][name].items() if k not in ("kept", *PER_CLASS) and v}
             lines.append(f"  {name}: {len(corpus)} texts; {r['how'][name]}")
             if counts:
                 lines.append(f"    {counts}")
             lines.append(f"    per class: {r['splits'][name]['class_counts']}")
+            if "class_counts_before_balancing" in r["splits"][name]:
+                lines.append(f"    per class before balancing: {r['splits'][name]['class_counts_before_balancing']}")
         if r["aggregation"]:
             lines.append(f"  raters: {r['aggregation']}")
         lines.append(f"  duplicates: {r['dedup']}")
@@ -150,7 +158,7 @@ def load_text_splits(
     ``dropped_unknown_label:<label>``, ``dropped_several_classes``, ``dropped_no_label``, ``duplicates_merged``,
     ``conflicting_texts``, ``conflicts_resolved_by_majority``, ``conflicts_dropped_tied``, ``conflict_rows_dropped``,
     ``carved_out_val``, ``carved_out_test``, ``removed_shared_with_val``, ``removed_shared_with_test``,
-    ``balanced_per_class``, ``kept``, ``class_counts``; GoEmotions' rater files add ``rated_items``,
+    ``balanced_per_class``, ``kept``, ``class_counts``, with ``balance_train`` ``class_counts_before_balancing``; GoEmotions' rater files add ``rated_items``,
     ``unclear_ratings``, ``dropped_all_raters_unclear``, ``dropped_no_agreed_label``), ``overlap``
     (``<a>_<b>_shared_texts``, ``<a>_<b>_shared_with_other_label``, ``policy``) and ``missing_classes`` (split ->
     classes without an example).
@@ -485,6 +493,7 @@ class _Reading:
         missing = self._check_classes()
         corpora = {split: self._corpus(split) for split in SPLITS if split in self.rows}
         if balance:
+            natural = corpora["train"].class_counts()
             corpora["train"] = balance_classes(corpora["train"], seed=seed)
             self.counts["train"]["balanced_per_class"] = corpora["train"].report["balanced_per_class"]
             self.how["train"] += "; balanced by oversampling (the paper's)"
@@ -503,9 +512,11 @@ class _Reading:
             "overlap": overlap_report,
             "missing_classes": missing,
         }
+        if balance:  # what the data holds, for what depends on it (the majority class)
+            report["splits"]["train"]["class_counts_before_balancing"] = natural
         splits = TextSplits(corpora["train"], corpora.get("val"), corpora["test"], self.label_set.classes,
                             self.multi_label, report)
-        changed = {split: {k: v for k, v in counts.items() if k not in ("rows", "kept", "class_counts")}
+        changed = {split: {k: v for k, v in counts.items() if k not in ("rows", "kept", *PER_CLASS)}
                    for split, counts in report["splits"].items()}
         if any(changed.values()) or missing or self.made_here:
             parts = [f"{split} ({report['how'][split]}): "

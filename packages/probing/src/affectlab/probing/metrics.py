@@ -77,13 +77,15 @@ class BootstrapMetrics:
         """``(value, low, high)`` of one metric of one row (a baseline's line in `plot_accuracy_by_depth`)."""
         return float(self.value[metric][row]), float(self.low[metric][row]), float(self.high[metric][row])
 
-    def difference(self, metric: str, a: int, b: int) -> tuple[float, float, float]:
-        """Metric of row ``a`` minus row ``b`` with its paired percentile interval: the rows differ (at this
-        confidence) when the interval excludes 0."""
-        draws = self.draws[metric][a] - self.draws[metric][b]
+    def difference(self, metric: str, a: int, b: int, other: BootstrapMetrics | None = None
+                   ) -> tuple[float, float, float]:
+        """Metric of row ``a`` minus row ``b`` (of ``other``, scored on the same resamples: a baseline; default this
+        one) with its paired percentile interval: the rows differ (at this confidence) when the interval excludes 0."""
+        other = self if other is None else other
+        draws = self.draws[metric][a] - other.draws[metric][b]
         tail = (1.0 - self.confidence) / 2
         low, high = torch.quantile(draws, torch.tensor([tail, 1.0 - tail], dtype=draws.dtype)).tolist()
-        return float(self.value[metric][a] - self.value[metric][b]), low, high
+        return float(self.value[metric][a] - other.value[metric][b]), low, high
 
 
 def decisions(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
@@ -235,16 +237,20 @@ def bootstrap_metrics(
 
 
 def majority_baseline(
-    train_labels, test_labels, num_classes: int | None = None, **bootstrap
+    train_labels, test_labels, num_classes: int | None = None, *, class_counts: Sequence[int] | None = None,
+    **bootstrap
 ) -> BootstrapMetrics:
     """The metrics of always predicting the training set's most frequent class (for multi-hot labels: every label
-    present in more than half of the training examples), with intervals (``bootstrap``: `bootstrap_metrics` options)."""
+    present in more than half of the training examples), with intervals (``bootstrap``: `bootstrap_metrics` options).
+    ``class_counts``: the training set's items per class as the data holds them, when ``train_labels`` are not (a
+    training set balanced by oversampling has every class as large)."""
     train, test = torch.as_tensor(np.asarray(train_labels)), torch.as_tensor(np.asarray(test_labels))
     if train.dim() == 2:
         constant = train.float().mean(0) > 0.5
         predictions = constant.expand(test.shape[0], -1)
     else:
-        counts = torch.bincount(train.long(), minlength=num_classes or 0)
+        counts = (torch.bincount(train.long(), minlength=num_classes or 0) if class_counts is None
+                  else torch.as_tensor(list(class_counts)))
         predictions = torch.full((test.shape[0],), int(counts.argmax()), dtype=torch.long)
     return bootstrap_metrics(predictions, test, num_classes, names=["majority"], **bootstrap)
 

@@ -22,6 +22,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lays ``fig`` out, writes it to ``path`` (its folder made) at 120 dpi and closes it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_accuracy_by_depth(
     curves: Mapping[str, Sequence[Sequence[float]]],
     path: Path,
@@ -56,12 +66,7 @@ def plot_accuracy_by_depth(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def pca_2d(values: torch.Tensor) -> torch.Tensor:
@@ -102,12 +107,7 @@ def plot_probe_pca(
     ax.set_ylabel("PC 2")
     ax.set_title(title or "PCA of probe outputs")
     ax.legend(fontsize=7, markerscale=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_accuracy_by_offset(
@@ -126,12 +126,7 @@ def plot_accuracy_by_offset(
     ax.set_ylim(0.0, 1.0)
     ax.set_title(title or "persistence of the user's emotion in the reply")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_token_trajectory(trajectory, path: Path, *, title: str = "") -> Path:
@@ -157,9 +152,4 @@ def plot_token_trajectory(trajectory, path: Path, *, title: str = "") -> Path:
     ax.set_title(title or f"emotions over the tokens, layer {trajectory.layer}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -130,13 +130,22 @@ def train_probes(
     return result
 
 
-def _keep_best(best: dict[str, torch.Tensor], probes: LayerProbes, layers: torch.Tensor) -> None:
-    """Copies the current weights of the ``layers`` (a boolean mask) into ``best``."""
-    for name, parameter in probes.named_parameters():
-        best[name][layers] = parameter.detach()[layers]
+def keep_improved(probes: LayerProbes, best: dict[str, torch.Tensor], best_score: torch.Tensor,
+                  scores: torch.Tensor) -> torch.Tensor:
+    """The layers whose validation ``scores`` beat ``best_score`` (a boolean mask ``[L]``, returned): their current
+    weights are copied into ``best`` (parameter name -> its best values) and their scores into ``best_score``, in
+    place."""
+    improved = scores > best_score
+    with torch.no_grad():
+        for name, parameter in probes.named_parameters():
+            mask = improved.to(parameter.device)
+            best[name][mask] = parameter.detach()[mask]
+    best_score.copy_(torch.where(improved, scores, best_score))
+    return improved
 
 
-def _restore(best: dict[str, torch.Tensor], probes: LayerProbes) -> None:
+def restore_best(probes: LayerProbes, best: dict[str, torch.Tensor]) -> None:
+    """Every layer's probe takes its weights in ``best`` (those of its best epoch)."""
     with torch.no_grad():
         for name, parameter in probes.named_parameters():
             parameter.copy_(best[name])
@@ -169,9 +178,7 @@ def _train_linear(probes, train_x, train_y, val_x, val_y, decays, max_evaluation
         with torch.no_grad():
             scores = validation_scores(probes.head(val_x), val_y, monitor)
         history.append(scores.tolist())
-        improved = scores > best_score
-        _keep_best(best, probes, improved.to(probes.w1.device))
-        best_score = torch.where(improved, scores, best_score)
+        improved = keep_improved(probes, best, best_score, scores)
         for layer in improved.nonzero().flatten().tolist():
             best_epoch[layer], best_decay[layer] = evaluations, decay
         if progress is not None:
@@ -180,7 +187,7 @@ def _train_linear(probes, train_x, train_y, val_x, val_y, decays, max_evaluation
         stale = 0 if improved.any() else stale + 1
         if stale >= PATH_PATIENCE:
             break
-    _restore(best, probes)
+    restore_best(probes, best)
     return ProbeTraining("lbfgs", monitor, evaluations, best_epoch, best_decay, best_score.tolist(), history, converged)
 
 
@@ -206,16 +213,14 @@ def _train_mlp(probes, train_x, train_y, val_x, val_y, *, max_epochs, patience, 
         with torch.no_grad():
             scores = validation_scores(probes.head(val_x), val_y, monitor)
         history.append(scores.tolist())
-        improved = scores > best_score
-        _keep_best(best, probes, improved.to(probes.w1.device))
-        best_score = torch.where(improved, scores, best_score)
+        improved = keep_improved(probes, best, best_score, scores)
         for layer in improved.nonzero().flatten().tolist():
             best_epoch[layer] = epoch
         if progress is not None:
             progress(epoch, max_epochs, f"MLP probes: best val {monitor} {_describe(best_score, monitor)}")
         if epoch - max(best_epoch) >= patience:  # no layer improved for `patience` epochs
             break
-    _restore(best, probes)
+    restore_best(probes, best)
     return ProbeTraining("adamw", monitor, epoch, best_epoch, [float(weight_decay)] * layers, best_score.tolist(),
                          history, epoch < max_epochs)
 
