@@ -31,6 +31,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "experiments" / "configs"
+SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"  # ../shared/data beside the project
 
 # Flags of `lightning run` reach the script through the environment that Lightning's launcher sets.
 LAUNCHER_ENV = {

@@ -98,3 +98,15 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def loud_warning(message: str) -> None:
+    """A warning, and a banner on stderr that no log level hides (rank 0): for data that stands in for the real."""
+    import os
+    import sys
+
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    rank_zero_warn(message)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", file=sys.stderr, flush=True)

@@ -32,7 +32,8 @@ from affectlab.fusion.textualize import CueTables, load_cue_tables, write_synthe
 from affectlab.lab.checkpoints import ResumableDataLoader
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld.clips import CLIP_MODALITIES, ClipEncoder, clip_features
-from affectlab.lab.probing.data import SHARED_DATA, loud_warning
+from affectlab.lab.config import SHARED_DATA
+from affectlab.lab.report import loud_warning
 from affectlab.lab.sharding import eval_shards, train_sampler
 from affectlab.lab.tracking import log_dataset
 

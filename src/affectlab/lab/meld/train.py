@@ -20,8 +20,8 @@ from affectlab.datasets.cexpr import CEXPR_CLASSES, OTHER
 from affectlab.datasets.emotion_corpus import EMOTIONS
 from affectlab.fusion.textualize import CueTables
 from affectlab.lab.config import ConfigError
+from affectlab.lab.meld import data as meld_data
 from affectlab.lab.meld.data import (
-    SHARED_DATA,
     ClipVectors,
     Items,
     PromptDataModule,
@@ -154,10 +154,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         per_setting["meld"] = [run_setting(cfg, "meld", meld.parts(), EMOTIONS, tables, encoder, sweep, "meld",
                                            scratch, clips)]
     if "cexpr" in cfg.tasks:
-        folds_dir = _folder(cfg.data.cexpr.folds_dir, SHARED_DATA / "cexpr" / "folds")
-        annotation_dir = _folder(cfg.data.cexpr.annotation_dir, SHARED_DATA / "cexpr" / "annotation")
+        shared = meld_data.SHARED_DATA  # read when the run starts (a test may point it elsewhere)
+        folds_dir = _folder(cfg.data.cexpr.folds_dir, shared / "cexpr" / "folds")
+        annotation_dir = _folder(cfg.data.cexpr.annotation_dir, shared / "cexpr" / "annotation")
         if folds_dir is None:
-            rank_zero_warn(f"{SHARED_DATA / 'cexpr' / 'folds'} is absent: C-EXPR-DB is skipped "
+            rank_zero_warn(f"{shared / 'cexpr' / 'folds'} is absent: C-EXPR-DB is skipped "
                            "(data.cexpr.folds_dir=<folder> to fix)")
         for other in (cfg.data.cexpr.other if folds_dir is not None else []):
             setting = "cexpr_with_other" if other else "cexpr_without_other"

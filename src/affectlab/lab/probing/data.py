@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,17 +15,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.emotion_corpus import EmotionCorpus
 from affectlab.datasets.text_splits import TextSplits, load_text_splits
 from affectlab.lab.checkpoints import ResumableDataLoader
+from affectlab.lab.config import SHARED_DATA
+from affectlab.lab.report import loud_warning
 from affectlab.lab.sharding import train_sampler
 from affectlab.probing import HiddenStateExtractor, cached_features, load_model, model_revision
 
-SHARED_DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"  # ../shared/data beside the project
 MELD_FILES = ("train_sent_emo.csv", "dev_sent_emo.csv")
 BUNDLED_CORPUS = Path(__file__).resolve().parent / "corpora" / "tiny_emotions.jsonl"
 
@@ -46,11 +45,6 @@ def model_source(name: str) -> str:
     return str(embedded_model_dirs().get(name, name))
 
 
-def loud_warning(message: str) -> None:
-    """A warning, and a banner on stderr that no log level hides (rank 0): for data that stands in for the real."""
-    rank_zero_warn(message)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"\n{'!' * 100}\n{message}\n{'!' * 100}\n", file=sys.stderr, flush=True)
 
 
 def load_splits(data: DictConfig) -> tuple[TextSplits, bool]:
