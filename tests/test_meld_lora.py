@@ -121,3 +121,26 @@ def test_experiment_fine_tunes_a_causal_lm_with_lora(workdir, tmp_path):
     assert parent.data.params["model.text.lora.enabled"] == "True"
     text_run = next(r for r in runs if r.info.run_name == "meld/text")
     assert "train/loss" in text_run.data.metrics
+
+
+def test_a_gpt2_folder_is_pooled_as_a_decoder_as_the_probes_pool_it(tmp_path):
+    """GPT-2's saved architecture is GPT2LMHeadModel (no "ForCausalLM"): it is still a decoder, classified from its
+    last real token by its own head, the rule affectlab.probing.is_decoder applies to the same model."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from affectlab.probing import is_decoder
+
+    save_tiny_causal_lm(tmp_path / "llama", "llama")  # its tokenizer, for a GPT-2 of the same vocabulary
+    tokenizer_files = tmp_path / "llama"
+    torch.manual_seed(0)
+    vocab = len(AutoTokenizer.from_pretrained(tokenizer_files))
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                                      eos_token_id=1, bos_token_id=1))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_files / name).exists():
+            (tmp_path / "gpt2" / name).write_bytes((tokenizer_files / name).read_bytes())
+    assert gpt2.config.architectures == ["GPT2LMHeadModel"] and is_decoder(gpt2)
+    net = create_text_classifier(str(tmp_path / "gpt2"), 3, max_length=16, pooling="auto")
+    assert type(net.model).__name__ == "GPT2ForSequenceClassification" and net.head is None
+    assert net(["I am so happy today"]).shape == (1, 3)

@@ -150,8 +150,7 @@ def create_text_classifier(name_or_path: str, num_classes: int, *, random_config
                 raise ModelError(f"random_config key {key!r} is not a field of {type(config).__name__}")
             setattr(config, key, value)
     if pooling == "auto":
-        causal = any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
-        pooling = "model" if causal else "mean"
+        pooling = "model" if is_decoder_config(config) else "mean"
     auto = AutoModel if pooling == "mean" else AutoModelForSequenceClassification
     if random_config:
         model = auto.from_config(config)
@@ -170,3 +169,19 @@ def create_text_classifier(name_or_path: str, num_classes: int, *, random_config
     if lora:
         model = _apply_lora(model, lora, "FEATURE_EXTRACTION" if head is not None else "SEQ_CLS")
     return TextClassifier(model, tokenizer, max_length, head)
+
+
+def is_decoder_config(config) -> bool:
+    """Whether a transformers config is of a decoder (GPT-2, LLaMA, Qwen3...) rather than an encoder (BERT, MiniLM):
+    a model type with a causal LM class and no masked LM class, or a config that says ``is_decoder``. The rule of
+    ``affectlab.probing.is_decoder`` (the packages do not depend on each other), so that MELD's classifier and the
+    probes pool the same model alike; a config's ``architectures`` is not used: a new config has none."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(config, "is_decoder", False):
+        return True
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
