@@ -13,6 +13,7 @@ from affectlab.datasets.labelsets import load_label_set
 from affectlab.fusion import read_submission
 from affectlab.lab.cexpr import main
 from affectlab.lab.cexpr.data import compound_videos, resolve_root
+from affectlab.datasets.errors import DatasetError
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.export import example_clip
 
@@ -65,3 +66,16 @@ def test_a_model_without_visual_modalities_is_not_offered_for_videos(workdir, ca
     with pytest.raises(ConfigError, match="no model is registered as affectlab-cexpr"):
         main(["predict", f"input={video}", tracking, f"output={workdir / 'out'}"])
     assert not (workdir / "out").exists()
+
+
+def test_two_videos_of_one_name_are_refused_before_any_model_is_read(workdir):
+    for name in ("a.mp4", "a.avi"):  # the submission file names both "a"
+        (workdir / name).write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"a.avi and .*a.mp4: two videos named 'a'; expected one video per name"):
+        main(["predict", f"input={workdir}", f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
+
+
+def test_a_folder_named_like_a_video_is_not_a_video(workdir):
+    (workdir / "videos" / "a.mp4").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"videos: no video files in it"):
+        main(["predict", f"input={workdir / 'videos'}", f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])

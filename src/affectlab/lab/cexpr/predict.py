@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.datasets import VIDEO_SUFFIXES
+from affectlab.datasets import videos_of
 from affectlab.datasets.cexpr import segment_windows, video_info
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
@@ -131,7 +131,19 @@ class Predictor:
             raise DatasetError(f"the input has columns {list(frame.columns)}; expected a 'path' column of videos")
         paths = [Path(str(p)).expanduser() for p in frame["path"]]
         paths = [self.folder / p if not p.exists() and self.folder and (self.folder / p).exists() else p for p in paths]
-        return pd.concat([self.video(p) for p in paths], ignore_index=True)
+        return pd.concat([self.video(p) for p in named_once(paths)], ignore_index=True)
+
+
+def named_once(videos: list[Path]) -> list[Path]:
+    """The videos, each named by its file name without the extension, as a row of predictions.csv and the ABAW
+    submission file name it; DatasetError for two videos of one name (a.mp4 and a.avi would merge into one entry)."""
+    seen: dict[str, Path] = {}
+    for path in videos:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise DatasetError(f"{other} and {path}: two videos named {path.stem!r}; expected one video per name (the "
+                               "ABAW submission file names a video by its file name without the extension)")
+    return videos
 
 
 def export(logger, cfg: DictConfig, modalities: list[str], bank, tables: Path | None) -> str | None:
@@ -167,10 +179,7 @@ def predict(cfg: DictConfig) -> Path:
     source = Path(str(settings.input)).expanduser()
     if not source.exists():
         raise DatasetError(f"input={settings.input}: no such file or folder")
-    videos = [source] if source.is_file() else sorted(p for p in source.iterdir()
-                                                      if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not videos:
-        raise DatasetError(f"{source}: no video files in it ({', '.join(VIDEO_SUFFIXES)})")
+    videos = named_once(videos_of(source))
     predictor = Predictor.from_bundle(read_bundle(resolve(settings.model, "cexpr",
                                                           tracking_uri(cfg.mlflow.tracking_uri))))
     tables = []

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.datasets import VIDEO_SUFFIXES, RaerDataset, load_label_set, load_raer_split
+from affectlab.datasets import RaerDataset, load_label_set, load_raer_split, videos_of
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
 from affectlab.datasets.raer import normalise_pixels
@@ -187,17 +187,6 @@ class Predictor:
         return pd.concat(parts, ignore_index=True)
 
 
-def videos_of(path: Path) -> list[Path]:
-    """A video file itself, or the videos of a folder (sorted by name)."""
-    if path.is_file():
-        return [path]
-    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not found:
-        raise DatasetError(f"{path}: no video files in it ({', '.join(VIDEO_SUFFIXES)}) and no RAER layout "
-                           "(annotation/, bounding_box/); expected a video, a folder of videos or a RAER folder")
-    return found
-
-
 def predictor_for(cfg: DictConfig) -> Predictor:
     """The model `predict.model` names; the authors' weights when it is null and model.checkpoint is set; else the
     newest registered affectlab-raer."""
@@ -241,7 +230,7 @@ def predict(cfg: DictConfig) -> Path:
     else:
         from affectlab.datasets.windows import plan_windows
 
-        videos = videos_of(source)
+        videos = videos_of(source, "a video, a folder of videos or a RAER-layout folder (annotation/, bounding_box/)")
         plans = [plan_windows(v, num_frames=predictor.num_frames, window_s=settings.window_s, hop_s=settings.hop_s,
                               reader=predictor.cfg.data.video_reader) for v in videos]
         with Progress(sum(len(p) for p in plans), f"windows of {len(videos)} video(s)") as progress:
