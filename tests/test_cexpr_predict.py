@@ -4,6 +4,8 @@ model; a model with no visual modality says so."""
 
 from __future__ import annotations
 
+import tempfile
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ TINY = [
 ]
 
 
-def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir):
+def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir, monkeypatch):
     tracking = f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"
     main([*TINY, tracking])
     run = mlflow.MlflowClient(tracking.split("=", 1)[1]).search_runs(
@@ -55,6 +57,16 @@ def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir):
     model = mlflow.pyfunc.load_model("models:/affectlab-cexpr/latest")
     answer = model.predict(pd.DataFrame({"path": [str(video.path)]}))
     np.testing.assert_allclose(answer[list(COMPOUNDS)], table[list(COMPOUNDS)], atol=1e-5)
+
+    # the model as a folder (a registered one is downloaded to a temporary folder): predict itself leaves nothing there
+    folder = mlflow.artifacts.download_artifacts("models:/affectlab-cexpr/latest", dst_path=str(workdir / "model"))
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    main(["predict", f"input={video.path}", f"output={workdir / 'again'}", f"model={folder}", tracking])
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in (workdir / "again").iterdir()) == ["predictions.csv", "submission.csv"]
+    assert (workdir / "again" / "submission.csv").read_bytes() == (workdir / "out" / "submission.csv").read_bytes()
 
 
 def test_a_model_without_visual_modalities_is_not_offered_for_videos(workdir, capsys):

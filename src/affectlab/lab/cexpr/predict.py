@@ -191,10 +191,8 @@ def predict(cfg: DictConfig) -> Path:
     output = Path(str(settings.output)).expanduser()
     labels = {name: np.array([COMPOUND_EXPRESSIONS.index(x) for x in rows["label"]])
               for name, rows in table.groupby("video", sort=False)}
-    scratch = Path(tempfile.mkdtemp()) / "submission.csv"
-    write_submission(scratch, labels, COMPOUND_EXPRESSIONS)
     write_atomic(output / "predictions.csv", lambda path: table.to_csv(path, index=False, float_format="%.6f"))
-    write_atomic(output / "submission.csv", lambda path: path.write_bytes(scratch.read_bytes()))
+    write_atomic(output / "submission.csv", lambda path: write_submission(path, labels, COMPOUND_EXPRESSIONS))
     print(f"{len(table)} frame(s) of {len(videos)} video(s) -> {output / 'predictions.csv'} and the challenge file "
           f"{output / 'submission.csv'}; modalities from the frames: {predictor.visual}", flush=True)
     return output

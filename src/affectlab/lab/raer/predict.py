@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -242,10 +241,17 @@ def predict(cfg: DictConfig) -> Path:
     write_atomic(output / "predictions.csv", lambda scratch: table.to_csv(scratch, index=False, float_format="%.6f"))
     for video in videos:
         rows = table[table["video"] == video.name]
-        scratch = Path(tempfile.mkdtemp()) / "timeline.png"
-        plot_timeline(rows["start_s"], rows["end_s"], rows[predictor.classes].to_numpy(), predictor.classes,
-                      scratch, title=video.name)
-        write_atomic(output / f"{video.name}.timeline.png", lambda target: target.write_bytes(scratch.read_bytes()))
+
+        def plot(scratch: Path) -> None:  # called at once, by write_atomic
+            png = scratch.with_suffix(".png")  # matplotlib names the format by the suffix; write_atomic's is .tmp
+            try:
+                plot_timeline(rows["start_s"], rows["end_s"], rows[predictor.classes].to_numpy(), predictor.classes,
+                              png, title=video.name)
+                png.replace(scratch)
+            finally:
+                png.unlink(missing_ok=True)
+
+        write_atomic(output / f"{video.name}.timeline.png", plot)
     counts = table["label"].value_counts().to_dict()
     print(f"{len(table)} window(s) of {max(len(videos), 1)} input(s) -> {output / 'predictions.csv'}"
           f"{' and ' + str(len(videos)) + ' timeline(s)' if videos else ''}; labels: {counts}", flush=True)
