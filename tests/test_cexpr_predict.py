@@ -91,3 +91,12 @@ def test_a_folder_named_like_a_video_is_not_a_video(workdir):
     (workdir / "videos" / "a.mp4").mkdir(parents=True)
     with pytest.raises(DatasetError, match=r"videos: no video files in it"):
         main(["predict", f"input={workdir / 'videos'}", f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
+
+
+def test_only_zero_shot_clip_and_kept_face_models_come_from_frames():
+    from affectlab.lab.cexpr.predict import frame_modalities
+
+    assert frame_modalities(["audio", "static_face", "zero_shot_clip", "dynamic_face"], ["clip", "dynamic_face"]) == [
+        "zero_shot_clip", "dynamic_face"]
+    with pytest.raises(ConfigError, match=r"fuses \['audio', 'static_face'\], none of which comes from a video's "):
+        frame_modalities(["audio", "static_face"], ["clip"])  # a face model not kept cannot be run on a video
