@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ from affectlab.lab.raer.nets import InputSpec, architecture, build_net
 from affectlab.lab.report import Progress
 from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
+
+if TYPE_CHECKING:
+    from affectlab.datasets.windows import WindowPlan
 
 INPUT_COLUMNS = ("path", "window_s", "hop_s", "whole_frame")  # path required, the others optional, per row
 
@@ -113,14 +117,14 @@ class Predictor:
         return tuple(self.cfg.model.streams)
 
     def video(self, path: Path, *, window_s: float, hop_s: float, whole_frame: bool, batch_size: int = 16,
-              progress: Progress | None = None) -> pd.DataFrame:
-        """One row per window of the video at `path`."""
+              progress: Progress | None = None, plan: WindowPlan | None = None) -> pd.DataFrame:
+        """One row per window of the video at `path` (`plan`: its plan_windows with these settings, if made already)."""
         from affectlab.datasets.windows import cut_windows
 
         rows = []
         for chunk in cut_windows(path, num_frames=self.num_frames, window_s=window_s, hop_s=hop_s,
                                  image_size=self.inputs.image_size, face_margin=self.cfg.data.face_margin,
-                                 reader=self.cfg.data.video_reader, whole_frame=whole_frame):
+                                 reader=self.cfg.data.video_reader, whole_frame=whole_frame, plan=plan):
             probs = self.probabilities(chunk.faces, chunk.contexts, batch_size)
             for k in range(len(chunk)):
                 rows.append({"video": path.name, "window": chunk.first + k, "start_s": float(chunk.start_s[k]),
@@ -235,7 +239,7 @@ def predict(cfg: DictConfig) -> Path:
         with Progress(sum(len(p) for p in plans), f"windows of {len(videos)} video(s)") as progress:
             frames = [predictor.video(v, window_s=settings.window_s, hop_s=settings.hop_s,
                                       whole_frame=settings.whole_frame, batch_size=settings.batch_size,
-                                      progress=progress) for v in videos]
+                                      progress=progress, plan=plan) for v, plan in zip(videos, plans)]
     table = pd.concat(frames, ignore_index=True)
     output = Path(str(settings.output)).expanduser()
     write_atomic(output / "predictions.csv", lambda scratch: table.to_csv(scratch, index=False, float_format="%.6f"))
