@@ -88,9 +88,8 @@ def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
 
 def compound_f1(videos: Sequence[WindowedVideo], scores: np.ndarray) -> float:
     predictions = frame_predictions(videos, scores)
-    names = [v.name for v in videos]
     return score_frames(
-        np.concatenate([predictions[n] for n in names]), np.concatenate([truth_of(videos)[n] for n in names]),
+        np.concatenate([predictions[v.name] for v in videos]), np.concatenate([v.truth for v in videos]),
         COMPOUND_EXPRESSIONS,
     ).macro_f1
 

@@ -40,8 +40,6 @@ from affectlab.lab.tracking import tracking_uri
 if TYPE_CHECKING:
     from affectlab.datasets.windows import WindowPlan
 
-INPUT_COLUMNS = ("path", "window_s", "hop_s", "whole_frame")  # path required, the others optional, per row
-
 
 class Predictor:
     """A RAER model as a function of videos (and RAER-layout folders) to per-window class probabilities."""

@@ -97,12 +97,11 @@ def read_split_tsv(path: Path, id_to_class: Sequence[int]) -> Iterable[tuple[str
 @dataclass
 class RatedItem:
     """One rated example of the raw files: its text, where it was first seen, and the emotions each rater marked
-    (raters who flagged it very unclear are counted apart and do not rate)."""
+    (raters who flagged it very unclear do not rate; `read_rater_votes` counts them in its report)."""
 
     text: str
     where: str
     ratings: list[frozenset[str]] = field(default_factory=list)
-    unclear: int = 0
 
 
 def read_rater_votes(paths: Sequence[str | Path], report: Counter) -> dict[str, RatedItem]:
@@ -131,7 +130,6 @@ def read_rater_votes(paths: Sequence[str | Path], report: Counter) -> dict[str, 
                 raise DatasetError(f"{where}: emotion mark(s) {bad}; expected 0 or 1 in every emotion column")
             if str(record.get("example_very_unclear", "")).strip().lower() in ("true", "1"):
                 report["unclear_ratings"] += 1
-                rated.unclear += 1
                 continue
             rated.ratings.append(frozenset(name for name, mark in marks.items() if mark == "1"))
     return items
