@@ -129,3 +129,9 @@ def test_unknown_pfsa_prototypes_are_a_config_error(workdir):
     with pytest.raises(ConfigError, match=r"compound.pfsa_prototypes=\[class_means,means\]: expected a list of "
                                           r"class_means \| clip_text"):
         main([*TINY, "compound.pfsa_prototypes=[class_means,means]", "visual.modalities=[]"])
+
+
+@pytest.mark.parametrize("visual", ["visual.modalities=[zero_shot_clip]", "visual.modalities=[]"])
+def test_no_basic_sets_is_a_config_error_before_any_data_is_read(workdir, visual):
+    with pytest.raises(ConfigError, match=r"data.basic_sets=\[\]: expected a non-empty subset of \['affwild2', 'afew'\]"):
+        main([*TINY, "data.basic_sets=[]", visual, "data.root=" + str(workdir / "absent")])

@@ -4,6 +4,8 @@ model; a model with no visual modality says so."""
 
 from __future__ import annotations
 
+import tempfile
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from affectlab.datasets.labelsets import load_label_set
 from affectlab.fusion import read_submission
 from affectlab.lab.cexpr import main
 from affectlab.lab.cexpr.data import compound_videos, resolve_root
+from affectlab.datasets.errors import DatasetError
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.export import example_clip
 
@@ -33,7 +36,7 @@ TINY = [
 ]
 
 
-def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir):
+def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir, monkeypatch):
     tracking = f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"
     main([*TINY, tracking])
     run = mlflow.MlflowClient(tracking.split("=", 1)[1]).search_runs(
@@ -55,6 +58,16 @@ def test_predict_on_the_runs_own_video_gives_the_runs_own_frame_labels(workdir):
     answer = model.predict(pd.DataFrame({"path": [str(video.path)]}))
     np.testing.assert_allclose(answer[list(COMPOUNDS)], table[list(COMPOUNDS)], atol=1e-5)
 
+    # the model as a folder (a registered one is downloaded to a temporary folder): predict itself leaves nothing there
+    folder = mlflow.artifacts.download_artifacts("models:/affectlab-cexpr/latest", dst_path=str(workdir / "model"))
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    main(["predict", f"input={video.path}", f"output={workdir / 'again'}", f"model={folder}", tracking])
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in (workdir / "again").iterdir()) == ["predictions.csv", "submission.csv"]
+    assert (workdir / "again" / "submission.csv").read_bytes() == (workdir / "out" / "submission.csv").read_bytes()
+
 
 def test_a_model_without_visual_modalities_is_not_offered_for_videos(workdir, capsys):
     tracking = f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"
@@ -65,3 +78,25 @@ def test_a_model_without_visual_modalities_is_not_offered_for_videos(workdir, ca
     with pytest.raises(ConfigError, match="no model is registered as affectlab-cexpr"):
         main(["predict", f"input={video}", tracking, f"output={workdir / 'out'}"])
     assert not (workdir / "out").exists()
+
+
+def test_two_videos_of_one_name_are_refused_before_any_model_is_read(workdir):
+    for name in ("a.mp4", "a.avi"):  # the submission file names both "a"
+        (workdir / name).write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"a.avi and .*a.mp4: two videos named 'a'; expected one video per name"):
+        main(["predict", f"input={workdir}", f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
+
+
+def test_a_folder_named_like_a_video_is_not_a_video(workdir):
+    (workdir / "videos" / "a.mp4").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"videos: no video files in it"):
+        main(["predict", f"input={workdir / 'videos'}", f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
+
+
+def test_only_zero_shot_clip_and_kept_face_models_come_from_frames():
+    from affectlab.lab.cexpr.predict import frame_modalities
+
+    assert frame_modalities(["audio", "static_face", "zero_shot_clip", "dynamic_face"], ["clip", "dynamic_face"]) == [
+        "zero_shot_clip", "dynamic_face"]
+    with pytest.raises(ConfigError, match=r"fuses \['audio', 'static_face'\], none of which comes from a video's "):
+        frame_modalities(["audio", "static_face"], ["clip"])  # a face model not kept cannot be run on a video

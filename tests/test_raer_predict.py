@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -64,6 +65,20 @@ def test_predict_on_a_video_with_a_real_face_writes_windows_and_a_timeline(train
     assert (table["label"] == table[CLASSES].idxmax(axis=1)).all()
     png = tmp_path / "out" / "astronaut.mp4.timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_predict_leaves_nothing_in_the_temporary_folder(trained, tmp_path, monkeypatch):
+    import mlflow.artifacts
+
+    # the model as a folder: a registered one is downloaded to a temporary folder that the prediction reads from
+    model = mlflow.artifacts.download_artifacts("models:/affectlab-raer/latest", dst_path=str(tmp_path / "model"),
+                                                tracking_uri=trained["uri"], registry_uri=trained["uri"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    predict(trained, tmp_path / "out", f"model={model}")
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut.mp4.timeline.png", "predictions.csv"]
 
 
 @pytest.mark.slow  # a fresh Python process imports the project and loads the model (~17 s)

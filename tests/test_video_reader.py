@@ -18,6 +18,7 @@ from affectlab.datasets.video import (
     read_frames,
     read_images,
     read_spread,
+    videos_of,
 )
 from affectlab.lab.config import ConfigError, load_config
 from builders import write_mp4
@@ -145,3 +146,13 @@ def test_raer_video_readers_give_the_same_tensors_on_h264(tmp_path):
 def test_raer_config_rejects_an_unknown_video_reader():
     with pytest.raises(ConfigError, match=r"data.video_reader=cv2: expected one of pyav \| decord"):
         load_config("raer", ["data.video_reader=cv2"], environ={})
+
+
+def test_videos_of_lists_the_video_files_of_a_folder_and_nothing_else(tmp_path):
+    for name in ("b.mp4", "a.AVI", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "c.mp4").mkdir()  # a folder, whatever its name, is not a video
+    assert videos_of(tmp_path) == [tmp_path / "a.AVI", tmp_path / "b.mp4"]
+    assert videos_of(tmp_path / "notes.txt") == [tmp_path / "notes.txt"]  # a file given is taken as it is
+    with pytest.raises(DatasetError, match=r"c.mp4: no video files in it \(.mp4, .avi.*\); expected a video file"):
+        videos_of(tmp_path / "c.mp4")

@@ -290,3 +290,21 @@ def test_timeline_shows_the_label_band_over_the_class_lines(tmp_path):
     assert near["Confusion"][row, columns[5]] and near["Neutrality"][row, columns[-5]]
     with pytest.raises(ValueError, match=r"probs of shape \(20, 3\) and 2 classes"):
         plot_timeline(starts, starts + 2, probs, classes[:2], tmp_path / "bad.png")
+
+
+def test_a_plan_made_already_is_cut_without_reading_the_container_again(tmp_path, monkeypatch):
+    from affectlab.datasets import windows
+
+    frames, _ = astronaut_frames(60)
+    video = write_mp4(tmp_path / "talk.mp4", frames, fps=FPS)
+    plan = plan_windows(video, num_frames=T, window_s=1.0, hop_s=0.5)
+    fresh = cut(video)
+    listed = []  # each time a container's packets are listed to plan
+    real = windows._display_order
+    monkeypatch.setattr(windows, "_display_order", lambda *args: listed.append(args) or real(*args))
+    given = cut(video, plan=plan)
+    assert listed == []
+    for name, value in vars(fresh).items():
+        np.testing.assert_array_equal(getattr(given, name), value, err_msg=name)
+    with pytest.raises(DatasetError, match=r"the plan given is of .*talk.mp4 with 8 frames per window; expected "):
+        cut(video, num_frames=4, plan=plan)

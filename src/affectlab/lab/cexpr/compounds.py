@@ -20,10 +20,9 @@ from affectlab.fusion import (
     score_frames,
     segments_to_frames,
 )
-from affectlab.lab.cexpr.data import CEXPR, COMPOUND_EXPRESSIONS, NUM_BASIC, PAIRS, WindowedVideo
+from affectlab.lab.cexpr.data import COMPOUND_EXPRESSIONS, NUM_BASIC, PAIRS, WindowedVideo, zero_shot_clip
 from affectlab.lab.config import ConfigError
 from affectlab.models.clip import create_clip
-from affectlab.models.zero_shot import ZeroShotClip
 
 
 def frame_predictions(videos: Sequence[WindowedVideo], scores: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,8 +79,7 @@ def label_word_embeddings(cfg: DictConfig) -> np.ndarray | None:
         torch.manual_seed(cfg.seed)
         clip = create_clip(cfg.visual.backbone, cfg.visual.pretrained)
     clip.model.eval()
-    return ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words,
-                        CEXPR.words[:len(COMPOUND_EXPRESSIONS)]).text[:NUM_BASIC].double().numpy()
+    return zero_shot_clip(clip).text[:NUM_BASIC].double().numpy()
 
 
 def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
@@ -90,9 +88,8 @@ def truth_of(videos: Sequence[WindowedVideo]) -> dict[str, np.ndarray]:
 
 def compound_f1(videos: Sequence[WindowedVideo], scores: np.ndarray) -> float:
     predictions = frame_predictions(videos, scores)
-    names = [v.name for v in videos]
     return score_frames(
-        np.concatenate([predictions[n] for n in names]), np.concatenate([truth_of(videos)[n] for n in names]),
+        np.concatenate([predictions[v.name] for v in videos]), np.concatenate([v.truth for v in videos]),
         COMPOUND_EXPRESSIONS,
     ).macro_f1
 

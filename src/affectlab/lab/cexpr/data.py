@@ -35,10 +35,17 @@ from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.modality_tables import align_modality_tables, read_modality_table
 from affectlab.datasets.synthetic_cexpr import ensure_synthetic_cexpr
 from affectlab.lab.config import ConfigError
+from affectlab.models.zero_shot import ZeroShotClip
 
 CEXPR = load_label_set("cexpr")  # the compounds, their pairs of basic classes, and the basic classes (basic8)
 BASIC_EMOTIONS, COMPOUND_EXPRESSIONS, PAIRS = CEXPR.basis.classes, CEXPR.compounds, CEXPR.pair_index()
 NUM_BASIC = len(BASIC_EMOTIONS)
+
+
+def zero_shot_clip(clip) -> ZeroShotClip:
+    """Zero-shot CLIP (`affectlab.models.clip.create_clip`'s model and tokenizer) matching frames to the basic label
+    words and the compounds' words: the zero-shot modality, its direct compound table and PFSA's text prototypes."""
+    return ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words, CEXPR.words[:len(COMPOUND_EXPRESSIONS)])
 
 
 @dataclass

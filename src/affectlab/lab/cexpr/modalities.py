@@ -25,13 +25,19 @@ from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import file_record, keyed_folder, matches, write_atomic
 from affectlab.datasets.modality_tables import cached_table_ok, read_text_table, write_cached_table
 from affectlab.lab.checkpoints import ResumableDataLoader, load_checkpoint, newest_intact, read_record, record_path
-from affectlab.lab.cexpr.data import BASIC_EMOTIONS, CEXPR, COMPOUND_EXPRESSIONS, NUM_BASIC, WindowedVideo, window_majority
+from affectlab.lab.cexpr.data import (
+    BASIC_EMOTIONS,
+    COMPOUND_EXPRESSIONS,
+    NUM_BASIC,
+    WindowedVideo,
+    window_majority,
+    zero_shot_clip,
+)
 from affectlab.lab.config import ConfigError
 from affectlab.lab.run import build_trainer
 from affectlab.models.clip import create_clip
 from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
 from affectlab.models.text_emotion import load_text_emotion_classifier
-from affectlab.models.zero_shot import ZeroShotClip
 
 VISUAL_MODALITIES = ("zero_shot_clip", "static_face", "dynamic_face")
 COMPOUND_TABLES = "compound"  # <tables>/compound/<modality>.csv: a modality's direct compound predictions
@@ -269,7 +275,7 @@ def visual_modality_tables(cfg: DictConfig, folder: Path, halves: dict[str, Sequ
     models: dict[str, dict] = {"clip": {"backbone": cfg.visual.backbone, "pretrained": cfg.visual.pretrained,
                                         "state": clip.model.state_dict() if cfg.visual.pretrained is None else {}}}
     if "zero_shot_clip" in names:
-        zero_shot = ZeroShotClip(clip.model, clip.tokenizer, CEXPR.basis.words, CEXPR.words[:len(COMPOUND_EXPRESSIONS)])
+        zero_shot = zero_shot_clip(clip)
         pairs = {half: zero_shot.from_embeddings(item.embeddings) for half, item in frames.items()}
         tables["zero_shot_clip"] = {half: basic.double().numpy() for half, (basic, _) in pairs.items()}
         write_cached_table(folder / "cexpr" / COMPOUND_TABLES / "zero_shot_clip.csv", ids["cexpr"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,19 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.datasets import VIDEO_SUFFIXES
+from affectlab.datasets import videos_of
 from affectlab.datasets.cexpr import segment_windows, video_info
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
 from affectlab.fusion import create_mhpf, fused_probabilities, ppa_scores, segments_to_frames, write_submission
-from affectlab.lab.cexpr.data import BASIC_EMOTIONS, CEXPR, COMPOUND_EXPRESSIONS, NUM_BASIC, PAIRS, WindowedVideo
+from affectlab.lab.cexpr.data import (
+    BASIC_EMOTIONS,
+    COMPOUND_EXPRESSIONS,
+    NUM_BASIC,
+    PAIRS,
+    WindowedVideo,
+    zero_shot_clip,
+)
 from affectlab.lab.cexpr.modalities import MODELS, VISUAL_MODALITIES, read_window_frames
 from affectlab.lab.config import ConfigError
 from affectlab.lab.export import Bundle, example_clip, log_model, read_bundle, resolve, write_bundle
@@ -37,7 +45,16 @@ from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 from affectlab.models.clip import create_clip
 from affectlab.models.face_expression import StaticFaceExpression, TemporalEmotionHead
-from affectlab.models.zero_shot import ZeroShotClip
+
+
+def frame_modalities(modalities: list[str], models: Collection[str]) -> list[str]:
+    """The fused modalities predict computes from a video's frames: zero-shot CLIP, and the face models of `models`
+    (the trained models kept). ConfigError when there is none: nothing a video could be given to."""
+    visual = [m for m in modalities if m in VISUAL_MODALITIES and (m == "zero_shot_clip" or m in models)]
+    if not visual:
+        raise ConfigError(f"the model fuses {modalities}, none of which comes from a video's frames; predict on "
+                          f"a video needs one of {list(VISUAL_MODALITIES)} (visual.modalities when training)")
+    return visual
 
 
 class Predictor:
@@ -46,10 +63,7 @@ class Predictor:
     def __init__(self, cfg: DictConfig, modalities: list[str], mhpf: torch.nn.Module, models: dict[str, dict],
                  folder: Path | None = None):
         self.cfg, self.modalities, self.mhpf, self.folder = cfg, modalities, mhpf.eval(), folder
-        self.visual = [m for m in modalities if m in VISUAL_MODALITIES and (m == "zero_shot_clip" or m in models)]
-        if not self.visual:
-            raise ConfigError(f"the model fuses {modalities}, none of which comes from a video's frames; predict on "
-                              f"a video needs one of {list(VISUAL_MODALITIES)} (visual.modalities when training)")
+        self.visual = frame_modalities(modalities, models)
         clip = models["clip"]
         quiet = logging.getLogger()  # open_clip's "no pretrained weights loaded": they are the bundle's, loaded below
         level, quiet.level = quiet.level, logging.ERROR
@@ -60,8 +74,7 @@ class Predictor:
         if clip["state"]:
             self.clip.model.load_state_dict(clip["state"])
         self.clip.model.eval()
-        self.zero_shot = ZeroShotClip(self.clip.model, self.clip.tokenizer, CEXPR.basis.words,
-                                      CEXPR.words[:len(COMPOUND_EXPRESSIONS)]) if "zero_shot_clip" in self.visual else None
+        self.zero_shot = zero_shot_clip(self.clip) if "zero_shot_clip" in self.visual else None
         self.static = [self._net(StaticFaceExpression(NUM_BASIC, cfg.face.static.backbone), state)
                        for state in models.get("static_face", {}).get("folds", [])]
         dynamic = models.get("dynamic_face", {})
@@ -131,7 +144,19 @@ class Predictor:
             raise DatasetError(f"the input has columns {list(frame.columns)}; expected a 'path' column of videos")
         paths = [Path(str(p)).expanduser() for p in frame["path"]]
         paths = [self.folder / p if not p.exists() and self.folder and (self.folder / p).exists() else p for p in paths]
-        return pd.concat([self.video(p) for p in paths], ignore_index=True)
+        return pd.concat([self.video(p) for p in named_once(paths)], ignore_index=True)
+
+
+def named_once(videos: list[Path]) -> list[Path]:
+    """The videos, each named by its file name without the extension, as a row of predictions.csv and the ABAW
+    submission file name it; DatasetError for two videos of one name (a.mp4 and a.avi would merge into one entry)."""
+    seen: dict[str, Path] = {}
+    for path in videos:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise DatasetError(f"{other} and {path}: two videos named {path.stem!r}; expected one video per name (the "
+                               "ABAW submission file names a video by its file name without the extension)")
+    return videos
 
 
 def export(logger, cfg: DictConfig, modalities: list[str], bank, tables: Path | None) -> str | None:
@@ -139,19 +164,18 @@ def export(logger, cfg: DictConfig, modalities: list[str], bank, tables: Path | 
     registered as affectlab-cexpr."""
     if logger is None:
         return None
+    models = sorted((tables / MODELS).glob("*.pt")) if tables is not None else []
+    try:
+        frame_modalities(modalities, [path.stem for path in models])
+    except ConfigError as error:
+        print(f"the run's model is not registered: {error}", flush=True)
+        return None
     last = len(bank.subsets) - 1
     files: dict[str, object] = {"mhpf": dict(zip(bank.names, (p.cpu() for p in bank.state_of(last))))}
-    if tables is not None:
-        for path in sorted((tables / MODELS).glob("*.pt")):
-            files[f"model-{path.stem}"] = path
+    files.update({f"model-{path.stem}": path for path in models})
     folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
     bundle = write_bundle(folder, "cexpr", list(COMPOUND_EXPRESSIONS), OmegaConf.to_container(cfg, resolve=True),
                           files, modalities=modalities, basic=list(BASIC_EMOTIONS))
-    try:
-        Predictor.from_bundle(bundle)
-    except ConfigError as error:  # no modality of this run comes from frames: nothing a video could be given to
-        print(f"the run's model is not registered: {error}", flush=True)
-        return None
     outputs = [("video", "string"), ("frame", "long"), ("time_s", "double"),
                *((c, "double") for c in COMPOUND_EXPRESSIONS), ("label", "string")]
     example_clip(bundle.folder)
@@ -167,10 +191,7 @@ def predict(cfg: DictConfig) -> Path:
     source = Path(str(settings.input)).expanduser()
     if not source.exists():
         raise DatasetError(f"input={settings.input}: no such file or folder")
-    videos = [source] if source.is_file() else sorted(p for p in source.iterdir()
-                                                      if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not videos:
-        raise DatasetError(f"{source}: no video files in it ({', '.join(VIDEO_SUFFIXES)})")
+    videos = named_once(videos_of(source))
     predictor = Predictor.from_bundle(read_bundle(resolve(settings.model, "cexpr",
                                                           tracking_uri(cfg.mlflow.tracking_uri))))
     tables = []
@@ -182,10 +203,8 @@ def predict(cfg: DictConfig) -> Path:
     output = Path(str(settings.output)).expanduser()
     labels = {name: np.array([COMPOUND_EXPRESSIONS.index(x) for x in rows["label"]])
               for name, rows in table.groupby("video", sort=False)}
-    scratch = Path(tempfile.mkdtemp()) / "submission.csv"
-    write_submission(scratch, labels, COMPOUND_EXPRESSIONS)
     write_atomic(output / "predictions.csv", lambda path: table.to_csv(path, index=False, float_format="%.6f"))
-    write_atomic(output / "submission.csv", lambda path: path.write_bytes(scratch.read_bytes()))
+    write_atomic(output / "submission.csv", lambda path: write_submission(path, labels, COMPOUND_EXPRESSIONS))
     print(f"{len(table)} frame(s) of {len(videos)} video(s) -> {output / 'predictions.csv'} and the challenge file "
           f"{output / 'submission.csv'}; modalities from the frames: {predictor.visual}", flush=True)
     return output

@@ -56,6 +56,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if any(str(count) != "1" for count in counts):
         # a few thousand parameters on tables: one process; several would each score and log the same compounds
         raise ConfigError("trainer.devices and trainer.num_nodes must be 1: the fusion trains on one process")
+    if not cfg.data.basic_sets:  # the fusion is trained on them: without any there is nothing to fit
+        raise ConfigError(f"data.basic_sets=[]: expected a non-empty subset of {list(BASIC_SETS)}")
     label_words = label_word_embeddings(cfg)
     root = resolve_root(cfg.data)
     videos = compound_videos(root, cfg.data)

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from affectlab.datasets import VIDEO_SUFFIXES, RaerDataset, load_label_set, load_raer_split
+from affectlab.datasets import RaerDataset, load_label_set, load_raer_split, videos_of
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import write_atomic
 from affectlab.datasets.raer import normalise_pixels
@@ -37,7 +37,8 @@ from affectlab.lab.report import Progress
 from affectlab.lab.run import start
 from affectlab.lab.tracking import tracking_uri
 
-INPUT_COLUMNS = ("path", "window_s", "hop_s", "whole_frame")  # path required, the others optional, per row
+if TYPE_CHECKING:
+    from affectlab.datasets.windows import WindowPlan
 
 
 class Predictor:
@@ -114,14 +115,14 @@ class Predictor:
         return tuple(self.cfg.model.streams)
 
     def video(self, path: Path, *, window_s: float, hop_s: float, whole_frame: bool, batch_size: int = 16,
-              progress: Progress | None = None) -> pd.DataFrame:
-        """One row per window of the video at `path`."""
+              progress: Progress | None = None, plan: WindowPlan | None = None) -> pd.DataFrame:
+        """One row per window of the video at `path` (`plan`: its plan_windows with these settings, if made already)."""
         from affectlab.datasets.windows import cut_windows
 
         rows = []
         for chunk in cut_windows(path, num_frames=self.num_frames, window_s=window_s, hop_s=hop_s,
                                  image_size=self.inputs.image_size, face_margin=self.cfg.data.face_margin,
-                                 reader=self.cfg.data.video_reader, whole_frame=whole_frame):
+                                 reader=self.cfg.data.video_reader, whole_frame=whole_frame, plan=plan):
             probs = self.probabilities(chunk.faces, chunk.contexts, batch_size)
             for k in range(len(chunk)):
                 rows.append({"video": path.name, "window": chunk.first + k, "start_s": float(chunk.start_s[k]),
@@ -187,17 +188,6 @@ class Predictor:
         return pd.concat(parts, ignore_index=True)
 
 
-def videos_of(path: Path) -> list[Path]:
-    """A video file itself, or the videos of a folder (sorted by name)."""
-    if path.is_file():
-        return [path]
-    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not found:
-        raise DatasetError(f"{path}: no video files in it ({', '.join(VIDEO_SUFFIXES)}) and no RAER layout "
-                           "(annotation/, bounding_box/); expected a video, a folder of videos or a RAER folder")
-    return found
-
-
 def predictor_for(cfg: DictConfig) -> Predictor:
     """The model `predict.model` names; the authors' weights when it is null and model.checkpoint is set; else the
     newest registered affectlab-raer."""
@@ -241,22 +231,29 @@ def predict(cfg: DictConfig) -> Path:
     else:
         from affectlab.datasets.windows import plan_windows
 
-        videos = videos_of(source)
+        videos = videos_of(source, "a video, a folder of videos or a RAER-layout folder (annotation/, bounding_box/)")
         plans = [plan_windows(v, num_frames=predictor.num_frames, window_s=settings.window_s, hop_s=settings.hop_s,
                               reader=predictor.cfg.data.video_reader) for v in videos]
         with Progress(sum(len(p) for p in plans), f"windows of {len(videos)} video(s)") as progress:
             frames = [predictor.video(v, window_s=settings.window_s, hop_s=settings.hop_s,
                                       whole_frame=settings.whole_frame, batch_size=settings.batch_size,
-                                      progress=progress) for v in videos]
+                                      progress=progress, plan=plan) for v, plan in zip(videos, plans)]
     table = pd.concat(frames, ignore_index=True)
     output = Path(str(settings.output)).expanduser()
     write_atomic(output / "predictions.csv", lambda scratch: table.to_csv(scratch, index=False, float_format="%.6f"))
     for video in videos:
         rows = table[table["video"] == video.name]
-        scratch = Path(tempfile.mkdtemp()) / "timeline.png"
-        plot_timeline(rows["start_s"], rows["end_s"], rows[predictor.classes].to_numpy(), predictor.classes,
-                      scratch, title=video.name)
-        write_atomic(output / f"{video.name}.timeline.png", lambda target: target.write_bytes(scratch.read_bytes()))
+
+        def plot(scratch: Path) -> None:  # called at once, by write_atomic
+            png = scratch.with_suffix(".png")  # matplotlib names the format by the suffix; write_atomic's is .tmp
+            try:
+                plot_timeline(rows["start_s"], rows["end_s"], rows[predictor.classes].to_numpy(), predictor.classes,
+                              png, title=video.name)
+                png.replace(scratch)
+            finally:
+                png.unlink(missing_ok=True)
+
+        write_atomic(output / f"{video.name}.timeline.png", plot)
     counts = table["label"].value_counts().to_dict()
     print(f"{len(table)} window(s) of {max(len(videos), 1)} input(s) -> {output / 'predictions.csv'}"
           f"{' and ' + str(len(videos)) + ' timeline(s)' if videos else ''}; labels: {counts}", flush=True)

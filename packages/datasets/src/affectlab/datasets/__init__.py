@@ -21,7 +21,15 @@ from affectlab.datasets.raer import (
     write_crop_cache,
 )
 from affectlab.datasets.synthetic_raer import ensure_synthetic_raer, make_synthetic_raer
-from affectlab.datasets.video import VIDEO_SUFFIXES, probe_video, read_audio, read_frames, read_images, write_mjpeg_avi
+from affectlab.datasets.video import (
+    VIDEO_SUFFIXES,
+    probe_video,
+    read_audio,
+    read_frames,
+    read_images,
+    videos_of,
+    write_mjpeg_avi,
+)
 from affectlab.datasets.votes import fleiss_kappa, majority_label, soft_label
 
 __all__ = [
@@ -50,5 +58,6 @@ __all__ = [
     "tsn_indices",
     "write_crop_cache",
     "read_audio",
+    "videos_of",
     "write_mjpeg_avi",
 ]

@@ -7,7 +7,8 @@ Two forms of the release:
   (comma-separated, ids into ``emotions.txt``, one emotion name per line), the comment id. `read_split_tsv` reads one;
 - the raw ratings, ``goemotions_1.csv`` ... (one row per rater: text, id, ..., rater_id, example_very_unclear, then a
   0/1 column per emotion) with no split. `read_rater_votes` gathers each item's ratings and `agreed_labels` keeps the
-  emotions that enough of its raters marked.
+  fine emotions that enough of its raters marked (before any mapping to Ekman's classes; see its docstring for how
+  this differs from `emotion_corpus.read_goemotions`).
 
 Each reader yields ``(text, labels, where)``: labels are indices into the `goemotions` label set (several per item),
 ``where`` is ``file:line``. Mapping to Ekman's classes, filtering and deduplication are the split loader's work.
@@ -97,12 +98,11 @@ def read_split_tsv(path: Path, id_to_class: Sequence[int]) -> Iterable[tuple[str
 @dataclass
 class RatedItem:
     """One rated example of the raw files: its text, where it was first seen, and the emotions each rater marked
-    (raters who flagged it very unclear are counted apart and do not rate)."""
+    (raters who flagged it very unclear do not rate; `read_rater_votes` counts them in its report)."""
 
     text: str
     where: str
     ratings: list[frozenset[str]] = field(default_factory=list)
-    unclear: int = 0
 
 
 def read_rater_votes(paths: Sequence[str | Path], report: Counter) -> dict[str, RatedItem]:
@@ -131,7 +131,6 @@ def read_rater_votes(paths: Sequence[str | Path], report: Counter) -> dict[str, 
                 raise DatasetError(f"{where}: emotion mark(s) {bad}; expected 0 or 1 in every emotion column")
             if str(record.get("example_very_unclear", "")).strip().lower() in ("true", "1"):
                 report["unclear_ratings"] += 1
-                rated.unclear += 1
                 continue
             rated.ratings.append(frozenset(name for name, mark in marks.items() if mark == "1"))
     return items
@@ -139,9 +138,17 @@ def read_rater_votes(paths: Sequence[str | Path], report: Counter) -> dict[str, 
 
 def agreed_labels(items: dict[str, RatedItem], min_agreement: float, report: Counter
                   ) -> Iterable[tuple[str, tuple[int, ...], str]]:
-    """``(text, labels, where)`` per rated example: an emotion is kept when at least ``min_agreement`` of the
-    raters who rated it (very unclear flags excluded) marked it. Examples no rater could rate are counted as
-    ``dropped_all_raters_unclear``; those with no emotion that agreed, as ``dropped_no_agreed_label``."""
+    """``(text, labels, where)`` per rated example, labels in the 28 fine classes: a fine emotion is kept when at
+    least (>=) ``min_agreement`` of the raters who rated it (very unclear flags excluded) marked it, each fine emotion
+    on its own, every one that agrees kept (multi-label, no tie-break). Mapping to Ekman's classes comes after, on the
+    kept fine labels (the split loader's grouping). Examples no rater could rate are counted as
+    ``dropped_all_raters_unclear``; those with no emotion that agreed, as ``dropped_no_agreed_label``.
+
+    This is not the rule of `emotion_corpus.read_goemotions`, which maps each rater's marks to Ekman's classes
+    first and keeps the one class strictly more than ``min_agreement`` of the raters chose, dropping ties. At 0.5,
+    of three raters marking joy, amusement and neutral, this keeps nothing (1/3 each) and that keeps joy (2/3); of
+    two raters marking anger and joy, this keeps both and that drops the tie; of four raters two of whom mark joy,
+    this keeps joy and that does not (2 is not more than half of 4)."""
     if not 0.0 < min_agreement <= 1.0:
         raise DatasetError(f"min_agreement={min_agreement}: expected a share of raters in (0, 1]")
     for item in items.values():

@@ -34,6 +34,7 @@ def read_records(path: Path) -> Iterator[tuple[dict, str]]:
     if suffix in (".jsonl", ".json"):
         yield from _json_values(path, text, objects_only=True)
         return
+    # not _delimited_rows: that one strips header names, skips blank-cell rows and words its errors otherwise
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
     try:
         for record in reader:
@@ -204,8 +205,9 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file; expected a text file (one text per line) or a CSV/TSV/JSONL table")
-    if path.suffix.lower() in ("", ".txt") and "\t" not in read_text(path, "text file", "texts").partition("\n")[0]:
-        texts = [line.strip() for line in read_text(path, "text file", "one text per line").splitlines()]
+    text = read_text(path, "text file", "texts") if path.suffix.lower() in ("", ".txt") else None
+    if text is not None and "\t" not in text.partition("\n")[0]:
+        texts = [line.strip() for line in text.splitlines()]
     else:
         rows = [record for record, _ in read_records(path)]
         if rows and column not in rows[0]:

@@ -30,6 +30,19 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 READERS = ("pyav", "decord")  # the frame readers; the first is the default
 
 
+def videos_of(path: str | Path, expected: str = "a video file or a folder of videos") -> list[Path]:
+    """A video file itself, or the video files of a folder (by suffix, sorted by name; sub-folders are not entered,
+    nor taken for videos whatever their name). DatasetError for a folder without any, ending with what was
+    `expected`."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not found:
+        raise DatasetError(f"{path}: no video files in it ({', '.join(VIDEO_SUFFIXES)}); expected {expected}")
+    return found
+
+
 def _reason(exc: Exception) -> str:
     """decord's message without its C++ source locations ("[15:07:39] /src/video_reader.cc:83: ")."""
     text = re.sub(r"\[[\d:]+\] [^\s:]+:\d+: ", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")

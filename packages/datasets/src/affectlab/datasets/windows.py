@@ -26,7 +26,7 @@ import functools
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +69,9 @@ class WindowPlan:
     end_s: np.ndarray  # [W] float64
     spans: np.ndarray  # [W, 2] int64: the window's first frame and the frame after its last
     frames: np.ndarray  # [W, T] int64, non-decreasing along T
+    # the display index of each packet's timestamp, for cut_windows to skip unneeded frames (None: read the frames
+    # in the order they come)
+    display: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.start_s)
@@ -104,12 +107,7 @@ def plan_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: f
     """The windows of the video at `path` (see the module's docstring), from its frame count and rate alone: it opens
     the file and counts its frames without decoding any. DatasetError, naming the file, for an unreadable or empty
     video, a window or hop that is not a positive number of seconds, or a window too short for `num_frames`."""
-    return _plan(Path(path), num_frames, window_s, hop_s, reader)[0]
-
-
-def _plan(path: Path, num_frames: int, window_s: float, hop_s: float,
-          reader: str) -> tuple[WindowPlan, dict[int, int] | None]:
-    """plan_windows, and the display index of each packet's timestamp (None: read frames in the order they come)."""
+    path = Path(path)
     for name, value in (("window_s", window_s), ("hop_s", hop_s)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise DatasetError(f"{path}: {name}={value!r}; expected a positive number of seconds")
@@ -145,16 +143,16 @@ def _plan(path: Path, num_frames: int, window_s: float, hop_s: float,
         if last:
             break
         w += 1
-    plan = WindowPlan(path, fps, count, np.asarray(starts, np.float64), np.asarray(ends, np.float64),
+    return WindowPlan(path, fps, count, np.asarray(starts, np.float64), np.asarray(ends, np.float64),
                       np.asarray(spans, np.int64).reshape(len(spans), 2),
-                      np.asarray(frames, np.int64).reshape(len(frames), num_frames))
-    return plan, display if isinstance(display, dict) else None
+                      np.asarray(frames, np.int64).reshape(len(frames), num_frames),
+                      display if isinstance(display, dict) else None)
 
 
 def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: float, image_size: int,
                 face_margin: float, reader: str = READERS[0], whole_frame: bool = False,
                 detector: FaceDetector | None = None, detect_scale: float = DETECT_SCALE, track: bool = True,
-                chunk: int = CHUNK) -> Iterator[VideoWindows]:
+                chunk: int = CHUNK, plan: WindowPlan | None = None) -> Iterator[VideoWindows]:
     """The windows of a video with their face and context crops, `chunk` windows at a time (see the module's
     docstring). The video is checked and the windows planned when this is called (`plan_windows`' errors are raised
     here); the frames are decoded as the chunks are taken.
@@ -164,11 +162,17 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
     tracked regions too). detect_scale: the whole-frame search's downscale (1.0 finds faces down to the detector's
     minimum, at about 4x the time of the default 0.5). track: search around the previous sampled frame's face first,
     following one person (False: the largest face of each whole frame, as `prepare` does, ~15x the detector's time).
-    reader: "pyav" (the default) or "decord", as for RaerDataset.
+    reader: "pyav" (the default) or "decord", as for RaerDataset. plan: what `plan_windows` gave for this video and
+    these num_frames, window_s, hop_s and reader, when it was called already (the container is then not read again
+    to plan; the windows are the same).
 
     Once the last chunk is taken, a video in which no frame had a face raises DatasetError (unless whole_frame):
     write what was predicted only after the iterator is exhausted."""
-    plan, display = _plan(Path(path), num_frames, window_s, hop_s, reader)
+    if plan is None:
+        plan = plan_windows(path, num_frames=num_frames, window_s=window_s, hop_s=hop_s, reader=reader)
+    elif plan.video != Path(path) or plan.frames.shape[1] != num_frames:
+        raise DatasetError(f"{path}: the plan given is of {plan.video} with {plan.frames.shape[1]} frames per window; "
+                           f"expected plan_windows of this video with num_frames={num_frames}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise DatasetError(f"{plan.video}: image_size={image_size!r}; expected the model's input size, an integer >= 1")
     if not 0 < detect_scale <= 1:
@@ -179,11 +183,11 @@ def cut_windows(path: str | Path, *, num_frames: int, window_s: float, hop_s: fl
     if not whole_frame:
         tracker = (detector or _haar(TRACK_MIN_FACE_PX)) if track else None
         finder = _FaceFinder(detector or _haar(), tracker, detect_scale)
-    return _cut(plan, display, image_size, face_margin, reader, finder, chunk)
+    return _cut(plan, image_size, face_margin, reader, finder, chunk)
 
 
-def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face_margin: float, reader: str,
-         finder: _FaceFinder | None, chunk: int) -> Iterator[VideoWindows]:
+def _cut(plan: WindowPlan, image_size: int, face_margin: float, reader: str, finder: _FaceFinder | None,
+         chunk: int) -> Iterator[VideoWindows]:
     count = len(plan)
     uses = Counter(int(k) for row in plan.frames for k in set(row.tolist()))  # frame -> windows still to cut with it
     needed_until = plan.frames.max(axis=1)  # per window, the last frame it samples
@@ -192,7 +196,7 @@ def _cut(plan: WindowPlan, display: dict[int, int] | None, image_size: int, face
     face_crops: dict[int, dict] = {}  # frame -> {face box: its face crop}, for the next window using that frame
     batch = _Batch(plan, 0, min(chunk, count), image_size)
     cut, any_face = 0, False
-    frames = _sampled_frames(plan.video, reader, set(uses), display)
+    frames = _sampled_frames(plan.video, reader, set(uses), plan.display)
     try:
         for index, frame in frames:
             held[index] = Image.fromarray(frame)
