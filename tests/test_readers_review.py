@@ -29,3 +29,11 @@ def test_read_texts_decodes_a_text_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(text_tables, "read_text", lambda *args: decoded.append(args[0]) or real(*args))
     assert text_tables.read_texts(path) == ["i am glad", "so tired"]
     assert decoded == [path]
+
+
+def test_a_text_file_with_tabs_is_one_text_per_line(tmp_path):
+    from affectlab.datasets import text_tables
+
+    path = tmp_path / "texts.txt"
+    path.write_text("hello\tworld, I am happy\nsecond line\n", encoding="utf-8")
+    assert text_tables.read_texts(path) == ["hello\tworld, I am happy", "second line"]

@@ -199,15 +199,14 @@ def _parquet_records(path: Path) -> Iterator[tuple[dict, str]]:
 
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
-    """The texts a user gives to a trained model: a plain text file (``.txt`` without tabs: one text per non-empty
-    line) or a table (CSV, TSV, JSONL, JSON, Parquet) and its `column`. Empty texts are skipped; a file with none is
-    an error naming it."""
+    """The texts a user gives to a trained model: a plain text file (``.txt`` or no suffix: one text per non-empty
+    line, tabs and commas being part of the text) or a table (CSV, TSV, JSONL, JSON, Parquet) and its `column`. Empty
+    texts are skipped; a file with none is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file; expected a text file (one text per line) or a CSV/TSV/JSONL table")
-    text = read_text(path, "text file", "texts") if path.suffix.lower() in ("", ".txt") else None
-    if text is not None and "\t" not in text.partition("\n")[0]:
-        texts = [line.strip() for line in text.splitlines()]
+    if path.suffix.lower() in ("", ".txt"):
+        texts = [line.strip() for line in read_text(path, "text file", "texts").splitlines()]
     else:
         rows = [record for record, _ in read_records(path)]
         if rows and column not in rows[0]:
