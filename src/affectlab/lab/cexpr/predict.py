@@ -173,14 +173,15 @@ def export(logger, cfg: DictConfig, modalities: list[str], bank, tables: Path | 
     last = len(bank.subsets) - 1
     files: dict[str, object] = {"mhpf": dict(zip(bank.names, (p.cpu() for p in bank.state_of(last))))}
     files.update({f"model-{path.stem}": path for path in models})
-    folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
-    bundle = write_bundle(folder, "cexpr", list(COMPOUND_EXPRESSIONS), OmegaConf.to_container(cfg, resolve=True),
-                          files, modalities=modalities, basic=list(BASIC_EMOTIONS))
     outputs = [("video", "string"), ("frame", "long"), ("time_s", "double"),
                *((c, "double") for c in COMPOUND_EXPRESSIONS), ("label", "string")]
-    example_clip(bundle.folder)
     example = pd.DataFrame({"path": ["example.avi"]})
-    return log_model(logger, bundle, example, outputs, [("path", "string", True)])
+    with tempfile.TemporaryDirectory(prefix="affectlab-bundle-") as folder:  # the face models: not left in /tmp
+        bundle = write_bundle(Path(folder), "cexpr", list(COMPOUND_EXPRESSIONS),
+                              OmegaConf.to_container(cfg, resolve=True), files, modalities=modalities,
+                              basic=list(BASIC_EMOTIONS))
+        example_clip(bundle.folder)
+        return log_model(logger, bundle, example, outputs, [("path", "string", True)])
 
 
 def predict(cfg: DictConfig) -> Path:

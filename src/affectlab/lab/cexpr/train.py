@@ -86,56 +86,57 @@ def train(cfg: DictConfig) -> dict[str, float]:
     subsets = fusion_subsets(len(modalities), cfg.ablation)
     module = fit_fusion(cfg, basic, labels, subsets, logger, folder, resume)
     client, run_id = logger.experiment, logger.run_id
-    artifacts = Path(tempfile.mkdtemp(prefix="affectlab-cexpr-"))
+    with tempfile.TemporaryDirectory(prefix="affectlab-cexpr-") as temporary:  # removed once its files are logged
+        artifacts = Path(temporary)
 
-    # the main method: all modalities fused (the last net), PPA and PFSA; their submission files are scored through
-    # the file, as the challenge does
-    compound_fused, basic_fused_all = fuse(module, compound), fuse(module, basic)
-    fused, basic_fused = compound_fused[-1], basic_fused_all[-1]
-    methods = compound_methods(fused, basic_fused, labels, cfg.compound, label_words)
-    truth = truth_of(videos)
-    metrics: dict[str, float] = {}
-    submissions = []
-    for name, scores in methods.items():
-        submission = write_submission(artifacts / f"submission_{name}.csv", frame_predictions(videos, scores),
-                                      COMPOUND_EXPRESSIONS)
-        score = score_submission(submission, truth, COMPOUND_EXPRESSIONS)
-        metrics[f"compound_f1/fusion_{name}"] = score.macro_f1
-        for cls, value in score.per_class_f1.items():
-            if np.isfinite(value):
-                client.log_metric(run_id, f"compound_f1_class/{name}/{cls.replace(' ', '_')}", value)
-        submissions.append(submission)
-    for weighted, mask in ((True, False), (False, True), (True, True)):  # PPA's options beside the configured one
-        variant = ppa_scores(fused, PAIRS, weighted=weighted, mask=mask)
-        metrics[f"compound_f1/fusion_ppa{'_weighted' * weighted}{'_masked' * mask}"] = compound_f1(videos, variant)
-    metrics["basic_val_score/fusion"] = module.best_scores[-1]
-    _, val = split_indices(len(labels), cfg.data.val_fraction, cfg.seed)
-    metrics["basic_val_f1/fusion"] = basic_f1(basic_fused[val], labels[val])
-    singles = {}
-    for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA/PFSA
-        metrics[f"basic_val_f1/{name}"] = basic_f1(basic.probs[val, m], labels[val])
-        singles[(m,)] = evaluate_subset(cfg, compound.probs[:, m], basic.probs[:, m], labels, videos, label_words)
-        for method, value in singles[(m,)].items():
-            metrics[f"compound_f1/{name}_{method.split('/')[1]}"] = value
-    for name, path in direct_compound_tables(root, modalities, computed).items():  # zero-shot CLIP's compound words
-        table = read_modality_table(path, classes=CEXPR_COMPOUNDS)
-        _, direct, _ = align_modality_tables([table], compound.ids)
-        metrics[f"compound_f1/{name}_direct"] = compound_f1(videos, direct[:, 0])
+        # the main method: all modalities fused (the last net), PPA and PFSA; their submission files are scored through
+        # the file, as the challenge does
+        compound_fused, basic_fused_all = fuse(module, compound), fuse(module, basic)
+        fused, basic_fused = compound_fused[-1], basic_fused_all[-1]
+        methods = compound_methods(fused, basic_fused, labels, cfg.compound, label_words)
+        truth = truth_of(videos)
+        metrics: dict[str, float] = {}
+        submissions = []
+        for name, scores in methods.items():
+            submission = write_submission(artifacts / f"submission_{name}.csv", frame_predictions(videos, scores),
+                                          COMPOUND_EXPRESSIONS)
+            score = score_submission(submission, truth, COMPOUND_EXPRESSIONS)
+            metrics[f"compound_f1/fusion_{name}"] = score.macro_f1
+            for cls, value in score.per_class_f1.items():
+                if np.isfinite(value):
+                    client.log_metric(run_id, f"compound_f1_class/{name}/{cls.replace(' ', '_')}", value)
+            submissions.append(submission)
+        for weighted, mask in ((True, False), (False, True), (True, True)):  # PPA's options beside the configured one
+            variant = ppa_scores(fused, PAIRS, weighted=weighted, mask=mask)
+            metrics[f"compound_f1/fusion_ppa{'_weighted' * weighted}{'_masked' * mask}"] = compound_f1(videos, variant)
+        metrics["basic_val_score/fusion"] = module.best_scores[-1]
+        _, val = split_indices(len(labels), cfg.data.val_fraction, cfg.seed)
+        metrics["basic_val_f1/fusion"] = basic_f1(basic_fused[val], labels[val])
+        singles = {}
+        for m, name in enumerate(modalities):  # every modality alone: basic F1 and compounds through the same PPA/PFSA
+            metrics[f"basic_val_f1/{name}"] = basic_f1(basic.probs[val, m], labels[val])
+            singles[(m,)] = evaluate_subset(cfg, compound.probs[:, m], basic.probs[:, m], labels, videos, label_words)
+            for method, value in singles[(m,)].items():
+                metrics[f"compound_f1/{name}_{method.split('/')[1]}"] = value
+        for name, path in direct_compound_tables(root, modalities, computed).items():  # zero-shot CLIP's compound words
+            table = read_modality_table(path, classes=CEXPR_COMPOUNDS)
+            _, direct, _ = align_modality_tables([table], compound.ids)
+            metrics[f"compound_f1/{name}_direct"] = compound_f1(videos, direct[:, 0])
 
-    weights_png = plot_weights(mean_weights(module, compound, len(subsets) - 1), modalities,
-                               artifacts / "fusion_weights.png", title=f"MHPF ({cfg.fusion.kind}) modality weights")
-    if cfg.ablation:
-        fused_of = {subset: (compound_fused[k], basic_fused_all[k], module.best_scores[k])
-                    for k, subset in enumerate(subsets)}
-        ablation = log_ablation(cfg, Sweep(cfg, folder, logger, resumed=False), modalities, fused_of, singles, labels,
-                                videos, label_words)
-        client.log_table(run_id, data=ablation, artifact_file="modality_ablation.json")
-        print_table(ablation, title="modality ablation: compound macro-F1")
-    finish(cfg, logger, "C-EXPR-DB compound expressions", metrics, artifacts=[*submissions, weights_png],
-           metrics=metrics)
-    export(logger, cfg, modalities, module.bank, computed)
-    logger.finalize("success")
-    return metrics
+        weights_png = plot_weights(mean_weights(module, compound, len(subsets) - 1), modalities,
+                                   artifacts / "fusion_weights.png", title=f"MHPF ({cfg.fusion.kind}) modality weights")
+        if cfg.ablation:
+            fused_of = {subset: (compound_fused[k], basic_fused_all[k], module.best_scores[k])
+                        for k, subset in enumerate(subsets)}
+            ablation = log_ablation(cfg, Sweep(cfg, folder, logger, resumed=False), modalities, fused_of, singles, labels,
+                                    videos, label_words)
+            client.log_table(run_id, data=ablation, artifact_file="modality_ablation.json")
+            print_table(ablation, title="modality ablation: compound macro-F1")
+        finish(cfg, logger, "C-EXPR-DB compound expressions", metrics, artifacts=[*submissions, weights_png],
+               metrics=metrics)
+        export(logger, cfg, modalities, module.bank, computed)
+        logger.finalize("success")
+        return metrics
 
 
 def log_ablation(cfg: DictConfig, sweep: Sweep, modalities: Sequence[str], fused_of: dict, singles: dict,

@@ -89,14 +89,14 @@ def export(sweep, name: str, cfg: DictConfig, net: torch.nn.Module, classes: lis
     """The model of the training `name` logged to its MLflow run and registered as affectlab-meld."""
     if sweep.parent is None:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="affectlab-bundle-"))
     config = {"model": {"text": OmegaConf.to_container(cfg.model.text, resolve=True)}}
-    bundle = write_bundle(folder, "meld", classes, config, {"weights": {k: v.cpu() for k, v in net.state_dict().items()}},
-                          training=name)
     logger = sweep.child_logger(name, None, existing=True)
     example = pd.DataFrame({"text": ["Oh my God, this is amazing!"]})
     outputs = [("text", "string"), *((c, "double") for c in classes), ("label", "string")]
-    return log_model(logger, bundle, example, outputs, [("text", "string", True)])
+    with tempfile.TemporaryDirectory(prefix="affectlab-bundle-") as folder:  # the weights: not left in /tmp
+        bundle = write_bundle(Path(folder), "meld", classes, config,
+                              {"weights": {k: v.cpu() for k, v in net.state_dict().items()}}, training=name)
+        return log_model(logger, bundle, example, outputs, [("text", "string", True)])
 
 
 def predict(cfg: DictConfig) -> Path:

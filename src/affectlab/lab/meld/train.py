@@ -134,54 +134,55 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start(cfg, cfg.data.num_workers)
     sweep = Sweep.open(cfg)
     parent = sweep.parent
-    scratch = Path(tempfile.mkdtemp(prefix="affectlab-meld-"))
-    text_spec = cfg.model.text
-    encoder = None
-    if "features" in cfg.approaches:  # frozen: the feature model's text token
-        encoder = create_text_classifier(
-            text_spec.name, 2, max_length=text_spec.max_length,
-            random_config=OmegaConf.to_container(text_spec.random_config) if text_spec.random_config else None,
-            pooling=text_spec.pooling,
-        ).eval()
+    with tempfile.TemporaryDirectory(prefix="affectlab-meld-") as temporary:  # removed once its files are logged
+        scratch = Path(temporary)
+        text_spec = cfg.model.text
+        encoder = None
+        if "features" in cfg.approaches:  # frozen: the feature model's text token
+            encoder = create_text_classifier(
+                text_spec.name, 2, max_length=text_spec.max_length,
+                random_config=OmegaConf.to_container(text_spec.random_config) if text_spec.random_config else None,
+                pooling=text_spec.pooling,
+            ).eval()
 
-    per_setting: dict[str, list[dict[str, dict[str, float]]]] = {}
-    if "meld" in cfg.tasks:
-        meld = meld_splits(cfg)  # train; dev validates and test reports, or dev reports without a test file
-        if not sweep.resumed:
-            log_meld_splits(parent, meld)
-        tables = cue_tables(cfg, "meld", meld.every(), len(EMOTIONS), scratch)
-        clips = meld_clip_vectors(cfg, meld.every(), parent) if "features" in cfg.approaches else None
-        per_setting["meld"] = [run_setting(cfg, "meld", meld.parts(), EMOTIONS, tables, encoder, sweep, "meld",
-                                           scratch, clips)]
-    if "cexpr" in cfg.tasks:
-        shared = meld_data.SHARED_DATA  # read when the run starts (a test may point it elsewhere)
-        folds_dir = _folder(cfg.data.cexpr.folds_dir, shared / "cexpr" / "folds")
-        annotation_dir = _folder(cfg.data.cexpr.annotation_dir, shared / "cexpr" / "annotation")
-        if folds_dir is None:
-            rank_zero_warn(f"{shared / 'cexpr' / 'folds'} is absent: C-EXPR-DB is skipped "
-                           "(data.cexpr.folds_dir=<folder> to fix)")
-        for other in (cfg.data.cexpr.other if folds_dir is not None else []):
-            setting = "cexpr_with_other" if other else "cexpr_without_other"
-            classes = CEXPR_CLASSES if other else CEXPR_CLASSES[:OTHER]
-            folds = {k: cexpr_fold(folds_dir, annotation_dir, k, other) for k in cfg.data.cexpr.folds}
-            every = [s for fold in folds.values() for part in fold.values() for s in part]
-            tables = cue_tables(cfg, "cexpr", every, len(CEXPR_CLASSES), scratch / setting)
-            per_setting[setting] = [run_setting(cfg, setting, fold, classes, tables, encoder, sweep,
-                                                f"{setting}/fold{k}", scratch, max_epochs=cfg.data.cexpr.max_epochs)
-                                    for k, fold in folds.items()]
+        per_setting: dict[str, list[dict[str, dict[str, float]]]] = {}
+        if "meld" in cfg.tasks:
+            meld = meld_splits(cfg)  # train; dev validates and test reports, or dev reports without a test file
+            if not sweep.resumed:
+                log_meld_splits(parent, meld)
+            tables = cue_tables(cfg, "meld", meld.every(), len(EMOTIONS), scratch)
+            clips = meld_clip_vectors(cfg, meld.every(), parent) if "features" in cfg.approaches else None
+            per_setting["meld"] = [run_setting(cfg, "meld", meld.parts(), EMOTIONS, tables, encoder, sweep, "meld",
+                                               scratch, clips)]
+        if "cexpr" in cfg.tasks:
+            shared = meld_data.SHARED_DATA  # read when the run starts (a test may point it elsewhere)
+            folds_dir = _folder(cfg.data.cexpr.folds_dir, shared / "cexpr" / "folds")
+            annotation_dir = _folder(cfg.data.cexpr.annotation_dir, shared / "cexpr" / "annotation")
+            if folds_dir is None:
+                rank_zero_warn(f"{shared / 'cexpr' / 'folds'} is absent: C-EXPR-DB is skipped "
+                               "(data.cexpr.folds_dir=<folder> to fix)")
+            for other in (cfg.data.cexpr.other if folds_dir is not None else []):
+                setting = "cexpr_with_other" if other else "cexpr_without_other"
+                classes = CEXPR_CLASSES if other else CEXPR_CLASSES[:OTHER]
+                folds = {k: cexpr_fold(folds_dir, annotation_dir, k, other) for k in cfg.data.cexpr.folds}
+                every = [s for fold in folds.values() for part in fold.values() for s in part]
+                tables = cue_tables(cfg, "cexpr", every, len(CEXPR_CLASSES), scratch / setting)
+                per_setting[setting] = [run_setting(cfg, setting, fold, classes, tables, encoder, sweep,
+                                                    f"{setting}/fold{k}", scratch, max_epochs=cfg.data.cexpr.max_epochs)
+                                        for k, fold in folds.items()]
 
-    if not per_setting:
-        raise ConfigError(f"tasks={list(cfg.tasks)}: nothing to run (no MELD task and no C-EXPR-DB folds found)")
-    summary = summarise(per_setting)
-    if parent is not None:
-        table = summary_table(per_setting)
-        config_file = scratch / "config.yaml"
-        OmegaConf.save(cfg, config_file)
-        sweep.finish(summary, [plot_summary(per_setting, scratch / "summary.png"), config_file],
-                     tables={"summary.json": table})
-        print_table(table, f"weighted / macro F1 on the test part (MLflow run {parent.run_id}, experiment "
-                           f"{cfg.mlflow.experiment})")
-    return summary
+        if not per_setting:
+            raise ConfigError(f"tasks={list(cfg.tasks)}: nothing to run (no MELD task and no C-EXPR-DB folds found)")
+        summary = summarise(per_setting)
+        if parent is not None:
+            table = summary_table(per_setting)
+            config_file = scratch / "config.yaml"
+            OmegaConf.save(cfg, config_file)
+            sweep.finish(summary, [plot_summary(per_setting, scratch / "summary.png"), config_file],
+                         tables={"summary.json": table})
+            print_table(table, f"weighted / macro F1 on the test part (MLflow run {parent.run_id}, experiment "
+                               f"{cfg.mlflow.experiment})")
+        return summary
 
 
 def _stats(runs: list[dict[str, dict[str, float]]], approach: str, metric: str) -> tuple[float, float]:

@@ -133,13 +133,14 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     output = Path(str(spec.output)).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / "predictions.csv", lambda scratch: frame.to_csv(scratch, index=False))
-    for index, (text, trajectory) in enumerate(zip(texts, trajectories)):
-        stem = output / "trajectories" / f"{index:03d}-{slug(text)[:40] or 'text'}"
-        stem.parent.mkdir(exist_ok=True)
-        write_atomic(stem.with_suffix(".csv"), trajectory.write_csv)
-        figure = plot_token_trajectory(trajectory, Path(tempfile.mkdtemp(prefix="affectlab-")) / "trajectory.png",
-                                       title=f"layer {trajectory.layer}: {text[:60]}")
-        write_atomic(stem.with_suffix(".png"), lambda scratch: scratch.write_bytes(figure.read_bytes()))
+    with tempfile.TemporaryDirectory(prefix="affectlab-") as temporary:
+        for index, (text, trajectory) in enumerate(zip(texts, trajectories)):
+            stem = output / "trajectories" / f"{index:03d}-{slug(text)[:40] or 'text'}"
+            stem.parent.mkdir(exist_ok=True)
+            write_atomic(stem.with_suffix(".csv"), trajectory.write_csv)
+            figure = plot_token_trajectory(trajectory, Path(temporary) / "trajectory.png",
+                                           title=f"layer {trajectory.layer}: {text[:60]}")
+            write_atomic(stem.with_suffix(".png"), lambda scratch: scratch.write_bytes(figure.read_bytes()))
     print(f"{len(texts)} texts x {len(predictor.layers)} layers -> {output / 'predictions.csv'}"
           + (f"; {len(trajectories)} trajectories (layer {predictor.best_layer}) in {output / 'trajectories'}"
              if trajectories else ""), flush=True)

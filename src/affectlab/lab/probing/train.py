@@ -135,73 +135,75 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg, splits)
     classes = list(splits.classes)
     sweep = Sweep.open(cfg)
-    logger, scratch = sweep.parent, Path(tempfile.mkdtemp(prefix="affectlab-probing-"))
-    rank, _ = _world()
-    if rank == 0:
-        print(splits.describe(), flush=True)
-    artifacts = [log_splits(logger if not sweep.resumed else None, splits, toy, scratch)]
+    logger = sweep.parent
+    with tempfile.TemporaryDirectory(prefix="affectlab-probing-") as temporary:  # removed once its files are logged
+        scratch = Path(temporary)
+        rank, _ = _world()
+        if rank == 0:
+            print(splits.describe(), flush=True)
+        artifacts = [log_splits(logger if not sweep.resumed else None, splits, toy, scratch)]
 
-    corpora = splits.splits()
-    texts = list(dict.fromkeys(text for corpus in corpora.values() for text in corpus.texts))
-    features, layers, info = extract_features(cfg, texts)
-    if rank != 0:  # this process extracted its shards; the probes train and report on rank 0
-        return {}
-    row_of = {text: row for row, text in enumerate(texts)}
-    parts = {split: (features[:, [row_of[t] for t in corpus.texts]], labels_of(corpus))
-             for split, corpus in corpora.items()}
-    if logger is not None:
-        for name, value in (("model.pooling_resolved", info["pooling"]), ("model.layers_resolved", layers),
-                            ("model.revision_resolved", info["revision"])):
-            logger.experiment.log_param(logger.run_id, name, value)
-    torch.manual_seed(cfg.seed)  # the probes' initial weights, whatever loading the model drew before
-    probes = LayerProbes(len(layers), info["hidden_size"], len(classes), kind=cfg.probe.kind, width=cfg.probe.width)
-    if cfg.probe.kind == "linear":
-        training = train_probes(probes, *parts["train"], *parts["val"], max_epochs=cfg.probe.max_evaluations,
-                                weight_decay=cfg.probe.weight_decay, monitor=cfg.probe.monitor, seed=cfg.seed,
-                                progress=print_progress)
-    else:
-        probes.fit_standardisation(parts["train"][0])
-        record = {"experiment": "probing", "classes": classes, "config": OmegaConf.to_container(cfg, resolve=True),
-                  "architecture": {"kind": "mlp", "width": cfg.probe.width, "layers": layers,
-                                   "hidden_size": info["hidden_size"], "num_classes": len(classes),
-                                   "model": str(cfg.model.name), "pooling": info["pooling"]}}
-        training = train_mlp(cfg, sweep, probes, parts, layers, record)
+        corpora = splits.splits()
+        texts = list(dict.fromkeys(text for corpus in corpora.values() for text in corpus.texts))
+        features, layers, info = extract_features(cfg, texts)
+        if rank != 0:  # this process extracted its shards; the probes train and report on rank 0
+            return {}
+        row_of = {text: row for row, text in enumerate(texts)}
+        parts = {split: (features[:, [row_of[t] for t in corpus.texts]], labels_of(corpus))
+                 for split, corpus in corpora.items()}
+        if logger is not None:
+            for name, value in (("model.pooling_resolved", info["pooling"]), ("model.layers_resolved", layers),
+                                ("model.revision_resolved", info["revision"])):
+                logger.experiment.log_param(logger.run_id, name, value)
+        torch.manual_seed(cfg.seed)  # the probes' initial weights, whatever loading the model drew before
+        probes = LayerProbes(len(layers), info["hidden_size"], len(classes), kind=cfg.probe.kind, width=cfg.probe.width)
+        if cfg.probe.kind == "linear":
+            training = train_probes(probes, *parts["train"], *parts["val"], max_epochs=cfg.probe.max_evaluations,
+                                    weight_decay=cfg.probe.weight_decay, monitor=cfg.probe.monitor, seed=cfg.seed,
+                                    progress=print_progress)
+        else:
+            probes.fit_standardisation(parts["train"][0])
+            record = {"experiment": "probing", "classes": classes, "config": OmegaConf.to_container(cfg, resolve=True),
+                      "architecture": {"kind": "mlp", "width": cfg.probe.width, "layers": layers,
+                                       "hidden_size": info["hidden_size"], "num_classes": len(classes),
+                                       "model": str(cfg.model.name), "pooling": info["pooling"]}}
+            training = train_mlp(cfg, sweep, probes, parts, layers, record)
 
-    corpus_texts = {split: corpus.texts for split, corpus in corpora.items()}
-    projection = fit_projection(parts["train"][0], parts["train"][1], len(classes))
-    natural = None if splits.multi_label else list(splits.natural_train_counts().values())
-    report = evaluate(probes, projection, parts, corpus_texts, layers, info["num_layers"], classes, training,
-                      cfg.report, cfg.seed, train_counts=natural)
-    summary = summary_metrics(report)
-    summary.update({"train_examples": float(len(splits.train)), "val_examples": float(len(splits.val))})
-    name, corpus_name = str(cfg.model.name), f"{splits.report['source']} ({splits.report['labels']})"
-    if toy:
-        corpus_name += ", TOY"
+        corpus_texts = {split: corpus.texts for split, corpus in corpora.items()}
+        projection = fit_projection(parts["train"][0], parts["train"][1], len(classes))
+        natural = None if splits.multi_label else list(splits.natural_train_counts().values())
+        report = evaluate(probes, projection, parts, corpus_texts, layers, info["num_layers"], classes, training,
+                          cfg.report, cfg.seed, train_counts=natural)
+        summary = summary_metrics(report)
+        summary.update({"train_examples": float(len(splits.train)), "val_examples": float(len(splits.val))})
+        name, corpus_name = str(cfg.model.name), f"{splits.report['source']} ({splits.report['labels']})"
+        if toy:
+            corpus_name += ", TOY"
 
-    study_metrics, study_artifacts = run_studies(cfg, splits, parts, probes, projection, report, info, scratch)
-    summary.update(study_metrics)
-    artifacts += study_artifacts
+        study_metrics, study_artifacts = run_studies(cfg, splits, parts, probes, projection, report, info, scratch)
+        summary.update(study_metrics)
+        artifacts += study_artifacts
 
-    bundle = write_probe_bundle(scratch / "bundle", cfg, probes, classes, layers, info, report.best_layer,
-                                splits.multi_label)
-    log_probe_model(logger, bundle, splits.test.texts[:2])
-    earlier = {}
-    if logger is not None:
-        earlier = earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg)
-    rows = layer_rows(report)
-    artifacts += [write_layer_table(rows, scratch / "layers.csv"), *figures(report, scratch, name, corpus_name, earlier)]
-    print_table(layer_columns(rows, report.metric),
-                f"{name} on {corpus_name}: test split ({len(splits.test)} texts), {report.probes.confidence:.0%} "
-                f"intervals; best layer {report.best_layer} by validation {report.metric}")
-    extraction = {f"extraction/{k}": float(v) for k, v in info.items() if isinstance(v, (int, float))}
-    finish(cfg, logger, f"Probing {name} on {corpus_name}", headline(summary, report.metric), artifacts=artifacts,
-           metrics={**summary, **extraction})
-    if logger is not None:
-        for baseline, scores in report.baselines.items():
-            sweep.log_child(baseline, {"baseline": baseline}, {f"test/{m}{s}": v for m in METRICS for s, v in
-                                                               zip(("", "_low", "_high"), scores.interval(m))})
-    sweep.finish({}, tables={"layers.json": {c: [row[c] for row in rows] for c in rows[0]}})
-    return summary
+        bundle = write_probe_bundle(scratch / "bundle", cfg, probes, classes, layers, info, report.best_layer,
+                                    splits.multi_label)
+        log_probe_model(logger, bundle, splits.test.texts[:2])
+        earlier = {}
+        if logger is not None:
+            earlier = earlier_depth_curves(logger.experiment, logger.experiment_id, logger.run_id, cfg)
+        rows = layer_rows(report)
+        artifacts += [write_layer_table(rows, scratch / "layers.csv"), *figures(report, scratch, name, corpus_name, earlier)]
+        print_table(layer_columns(rows, report.metric),
+                    f"{name} on {corpus_name}: test split ({len(splits.test)} texts), {report.probes.confidence:.0%} "
+                    f"intervals; best layer {report.best_layer} by validation {report.metric}")
+        extraction = {f"extraction/{k}": float(v) for k, v in info.items() if isinstance(v, (int, float))}
+        finish(cfg, logger, f"Probing {name} on {corpus_name}", headline(summary, report.metric), artifacts=artifacts,
+               metrics={**summary, **extraction})
+        if logger is not None:
+            for baseline, scores in report.baselines.items():
+                sweep.log_child(baseline, {"baseline": baseline}, {f"test/{m}{s}": v for m in METRICS for s, v in
+                                                                   zip(("", "_low", "_high"), scores.interval(m))})
+        sweep.finish({}, tables={"layers.json": {c: [row[c] for row in rows] for c in rows[0]}})
+        return summary
 
 
 def layer_columns(rows: list[dict], metric: str) -> dict[str, list]:
