@@ -28,8 +28,10 @@ from PIL import Image
 from skimage.data import astronaut
 
 from affectlab.datasets import RaerClip, load_raer_split
+from affectlab.datasets.emotion_corpus import CorpusWarning
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.raer import CLIP_MEAN, CLIP_STD
+from affectlab.datasets.text_splits import TextSplits, load_text_splits
 from affectlab.lab.checkpoints import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -447,6 +449,41 @@ def write_table(path: Path, rows: list[tuple[str, str]], *, header: tuple[str, s
             writer.writerow(header if text_first else header[::-1])
         writer.writerows(ordered)
     return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def load_text_splits_quietly(**kwargs) -> TextSplits:
+    """`load_text_splits` with its CorpusWarning (tested on its own) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorpusWarning)
+        return load_text_splits(**kwargs)
+
+
+def assert_sound_splits(splits: TextSplits) -> None:
+    """What any splits `load_text_splits` returns hold (overlap='remove', no balancing): every split has texts, each
+    cleaned and once, in no other split; labels are class indices (multi-label: sorted, unique, at least one); train
+    has every class; the report counts what the splits hold."""
+    seen: set[str] = set()
+    for name, corpus in splits.splits().items():
+        assert corpus.texts, name
+        assert all(text and text == " ".join(text.split()) for text in corpus.texts), name
+        assert len(set(corpus.texts)) == len(corpus.texts), name
+        assert not seen & set(corpus.texts), f"{name} shares texts with an earlier split"
+        seen |= set(corpus.texts)
+        for label in corpus.labels:
+            indices = label if splits.multi_label else (label,)
+            assert indices and list(indices) == sorted(set(indices)), (name, label)
+            assert all(0 <= k < len(splits.classes) for k in indices), (name, label)
+        assert splits.report["splits"][name]["kept"] == len(corpus)
+        assert splits.report["splits"][name]["class_counts"] == corpus.class_counts()
+    assert all(splits.train.class_counts().values())
 
 
 def write_meld_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
