@@ -1,7 +1,7 @@
 """Frozen-encoder feature cache: seconds per training epoch with and without it, in the same run.
 
 Both sides are the path `python experiments/raer.py model.freeze_image_encoder=true` runs: RaerDataModule and
-ClipCaerModule of affectlab.lab.raer under a Lightning Trainer, with raer.yaml's loader settings (data.num_workers,
+ClipCaerModule of affectlab.lab.raer under a Lightning Trainer, with the raer defaults' loader settings (data.num_workers,
 data.batch_size, persistent workers) and optimiser; only MLflow and checkpoint files are left out (the same on both
 sides). An epoch is the training epoch and its validation, timed from Lightning's on_train_epoch_start to
 on_train_epoch_end. Without the cache (``data.feature_cache=null``) the loader workers decode and crop the JPEG
@@ -9,8 +9,8 @@ frames and every step runs the frozen image encoder; with it (``data.feature_cac
 cached embeddings. The fit's start-up (datamodule set-up, which builds the cache on the cached side, sanity check,
 worker start) is printed beside, and the speed-up over a 20-epoch run including it.
 
-Shapes: the tiny default (raer.yaml as it is: affectlab-tiny, 8 frames, 48 px, batch 8, the synthetic RAER of 250
-training clips of 16 frames at 160x120) and the paper's image encoder (ViT-B-32 with random weights, 16 frames,
+Shapes: the tiny default (the raer defaults, `python experiments/raer.py --help`: affectlab-tiny, 8 frames, 48 px,
+batch 8, the synthetic RAER of 250 training clips of 16 frames at 160x120) and the paper's image encoder (ViT-B-32 with random weights, 16 frames,
 224 px, batch 8 as in the paper; 20 training clips). ``AFFECTLAB_BENCH_SHAPE`` picks one, ``AFFECTLAB_BENCH_BATCH``
 overrides the batch, ``AFFECTLAB_BENCH_FRAME`` the frame size (``1920x1080``: RAER's real frames, which the uncached
 side decodes; default 160x120), ``AFFECTLAB_BENCH_CLIPS`` the training clips, ``AFFECTLAB_BENCH_EPOCHS`` the epochs per side (3; the first, with the workers' start, is printed

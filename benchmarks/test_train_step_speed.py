@@ -1,7 +1,7 @@
 """CLIP-CAER training step in clips/s beside its roofline, evaluation and the data loader, in one run.
 
 Shape: the paper's by default (ViT-B-32 image encoder with random weights, 16 frames per stream, face + context,
-batch 2 on CPU); ``AFFECTLAB_BENCH_SHAPE=affectlab-tiny`` the tiny CPU model of experiments/configs/raer.yaml
+batch 2 on CPU); ``AFFECTLAB_BENCH_SHAPE=affectlab-tiny`` the tiny CPU model of the raer defaults
 (8 frames, 48 px) for a quick smoke test. ``AFFECTLAB_BENCH_BATCH`` sets the batch, ``AFFECTLAB_BENCH_STEPS`` the
 timed steps (the fastest is reported; the FLOP-counting step before them is the warm-up).
 
@@ -14,8 +14,9 @@ Printed, for ``32-true`` and ``bf16-mixed`` (torch.autocast on the CPU, bfloat16
 - peak memory of a training step (resident set size sampled every 2 ms, on the timed steps; and above the level
   before the step, after malloc_trim has returned what the allocator kept);
 - evaluation throughput (forward only, torch.inference_mode);
-- data-loader throughput on the synthetic RAER with the workers a run uses (data.num_workers of raer.yaml), for the
-  JPEG frames a default run reads and for the crop cache, so it shows which of loader and model bounds a run.
+- data-loader throughput on the synthetic RAER with the workers a run uses (data.num_workers of the raer defaults,
+  `python experiments/raer.py --help`), for the JPEG frames a default run reads and for the crop cache, so it shows
+  which of loader and model bounds a run.
 And the hot-path choices, each against its baseline in the same run (see notes).
 
     OMP_NUM_THREADS=1 uv run pytest -s benchmarks/test_train_step_speed.py

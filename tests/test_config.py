@@ -44,7 +44,7 @@ def test_paper_config_inherits_the_default():
     assert cfg.model.backbone == "ViT-B-32"
     assert cfg.data.num_segments == 16
     assert cfg.optim.lr.image_encoder == pytest.approx(1e-5)
-    assert cfg.mlflow.experiment == "raer"  # not repeated in raer_paper.yaml, taken from raer.yaml
+    assert cfg.mlflow.experiment == "raer"  # not in raer_paper.yaml: the raer defaults (`python experiments/raer.py --help`)
 
 
 def test_user_config_file_with_a_bad_key_names_the_file(tmp_path):

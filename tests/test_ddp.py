@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from affectlab.datasets import ensure_synthetic_raer, load_label_set, load_raer_split, stratified_split
 from affectlab.lab.config import load_config
 from affectlab.lab.raer.train import train as run
-from builders import ROOT, TINY_RUN, free_port
+from builders import ROOT, TINY_RUN, free_port, only_run
 
 # Small odd splits: 20 training clips of which 35% per class (1 of 4) validate, 11 test clips.
 SMALL = [*TINY_RUN, "data.synthetic.num_train=20", "data.synthetic.num_test=11", "data.val_fraction=0.35"]
@@ -31,13 +30,6 @@ def split_sizes(cfg) -> tuple[int, int]:
     labels = load_label_set(cfg.data.label_set)
     _, val = stratified_split(load_raer_split(root, "train", labels), cfg.data.val_fraction, seed=cfg.seed)
     return len(val), len(load_raer_split(root, "test", labels))
-
-
-def only_run(uri: str):
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
-    assert len(runs) == 1, f"expected exactly one MLflow run in {uri}, found {len(runs)}"
-    return client, runs[0]
 
 
 @pytest.mark.slow

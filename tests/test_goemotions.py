@@ -4,7 +4,8 @@ wrong. `write_goemotions_folder` builds a small release folder for any test that
 
 from __future__ import annotations
 
-import warnings
+import functools
+import re
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,12 @@ from affectlab.datasets.emotion_corpus import EMOTIONS, CorpusWarning
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.labelsets import load_label_set
 from affectlab.datasets.text_splits import load_text_splits
-from builders import GOEMOTIONS, write_goemotions, write_goemotions_folder
+from builders import (GOEMOTIONS, assert_sound_splits, load_text_splits_quietly, write_goemotions,
+                      write_goemotions_folder)
 
 
 
-def quiet(**kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CorpusWarning)
-        return load_text_splits(source="goemotions", **kwargs)
+quiet = functools.partial(load_text_splits_quietly, source="goemotions")
 
 
 MIXED = {"train": [("lol thanks so much", ["amusement", "gratitude"]),  # both Ekman joy
@@ -184,9 +183,31 @@ def test_any_split_file_gives_splits_or_the_projects_own_error(tmp_path: Path, c
     root = write_goemotions_folder(tmp_path / "fuzz", per_class=1)
     (root / "data" / "test.tsv").write_text(content, encoding="utf-8")
     try:
-        quiet(path=root, multi_label=True)
+        splits = quiet(path=root, multi_label=True)
     except DatasetError:
-        pass
+        return
+    assert_sound_splits(splits)
+    assert list(splits.classes) == list(GOEMOTIONS) and splits.multi_label
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["hi", "3", "28", ",", "joy", " ", '"', "\x00", "\x92", "é", ""]),
+                                   max_size=6).map("".join),
+                          st.sampled_from(["3", "27", "0,27", "3,3", "28", "-1", "joy", ""])), max_size=8))
+def test_any_rows_after_a_valid_test_file_give_sound_splits(tmp_path: Path, rows: list[tuple[str, str]]):
+    """Rows of any text and label ids, in GoEmotions' three columns: sound splits, or the bad row named."""
+    root = write_goemotions_folder(tmp_path / "fuzz", per_class=1)
+    test = root / "data" / "test.tsv"
+    test.write_text(test.read_text(encoding="utf-8") + "".join(f"{text}\t{ids}\tf{n}\n"
+                                                               for n, (text, ids) in enumerate(rows)),
+                    encoding="utf-8")
+    try:
+        splits = quiet(path=root, multi_label=True)
+    except DatasetError as error:
+        assert re.search(r"test\.tsv:\d+: ", str(error)), error
+        return
+    assert_sound_splits(splits)
+    assert len(splits.test) >= len(GOEMOTIONS)  # the valid file's texts are all kept
 
 
 def test_the_ekman_grouping_holds_every_goemotions_class_once():

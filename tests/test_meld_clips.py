@@ -24,8 +24,6 @@ from affectlab.lab.meld.clips import ClipEncoder, clip_features, find_clip
 from affectlab.models.audio import log_mel_statistics, mel_filterbank
 from builders import write_mp4
 
-av = pytest.importorskip("av", reason="PyAV writes the test clips (dev dependency)")
-
 RATE = 16000
 
 

@@ -3,7 +3,6 @@ training, written by rank 0 only, with metrics synchronised across the processes
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from builders import ROOT, free_port
+from builders import ROOT, child_env, free_port
 
 TINY = [
     "model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}",
@@ -27,8 +26,7 @@ def test_two_processes_log_one_parent_run_with_one_child_per_training(workdir):
     command = [str(Path(sys.executable).parent / "lightning"), "run", str(ROOT / "experiments" / "meld.py"),
                "--accelerator", "cpu", "--devices", "2", "--main-port", str(free_port()), *TINY,
                f"mlflow.tracking_uri={uri}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=workdir, env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "distributed_backend=gloo" in done.stderr + done.stdout
 

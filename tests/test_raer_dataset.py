@@ -24,7 +24,7 @@ from affectlab.datasets import (
     tsn_indices,
 )
 from affectlab.datasets import synthetic_raer
-from builders import BLUE, GREEN, GREY, RED, WHITE, flat_frame, to_pixels, write_raer
+from builders import BLUE, GREEN, GREY, RED, WHITE, flat_frame, raer_annotation, to_pixels, write_raer
 
 
 # --- frames and crops ---------------------------------------------------------------------------------------------
@@ -172,14 +172,9 @@ def test_tsn_short_clip_repeats_last():
 # --- annotation errors --------------------------------------------------------------------------------------------
 
 
-def annotation(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "train.txt"
-    path.write_text(text)
-    return path
-
 
 def test_annotation_reads_zero_based_labels_and_sources(tmp_path):
-    clips = read_annotation(annotation(tmp_path, "SelfStudy/Library/0001 16 5\n\nClass/Classroom/0002 8 1\n"))
+    clips = read_annotation(raer_annotation(tmp_path, "SelfStudy/Library/0001 16 5\n\nClass/Classroom/0002 8 1\n"))
     assert clips == [
         RaerClip("SelfStudy/Library/0001", 16, 4, f"{tmp_path / 'train.txt'}:1"),
         RaerClip("Class/Classroom/0002", 8, 0, f"{tmp_path / 'train.txt'}:3"),
@@ -187,23 +182,23 @@ def test_annotation_reads_zero_based_labels_and_sources(tmp_path):
 
 
 def test_annotation_wrong_field_count_names_file_and_line(tmp_path):
-    path = annotation(tmp_path, "a 3 1\n\nb 3\n")
+    path = raer_annotation(tmp_path, "a 3 1\n\nb 3\n")
     with pytest.raises(DatasetError, match=rf"{path}:3: 'b 3' has 2 fields"):
         read_annotation(path)
 
 
 @pytest.mark.parametrize("label", ["0", "6"])
 def test_annotation_label_outside_range(tmp_path, label):
-    path = annotation(tmp_path, f"a 3 {label}\n")
+    path = raer_annotation(tmp_path, f"a 3 {label}\n")
     with pytest.raises(DatasetError, match=rf"{path}:1: label is {label}; expected 1..5"):
         read_annotation(path)
 
 
 def test_annotation_non_integer_and_duplicate(tmp_path):
     with pytest.raises(DatasetError, match=r"train.txt:1: .*non-integer"):
-        read_annotation(annotation(tmp_path, "a three 1\n"))
+        read_annotation(raer_annotation(tmp_path, "a three 1\n"))
     with pytest.raises(DatasetError, match=r"train.txt:2: clip 'a' repeats line 1"):
-        read_annotation(annotation(tmp_path, "a 3 1\na 3 2\n"))
+        read_annotation(raer_annotation(tmp_path, "a 3 1\na 3 2\n"))
 
 
 def test_annotation_missing_file(tmp_path):

@@ -13,7 +13,7 @@ from affectlab.lab.config import load_config
 from affectlab.models import create_clip
 from affectlab.lab.raer.nets import build_net
 from affectlab.lab.raer.train import train as run
-from builders import TINY_RUN
+from builders import TINY_RUN, only_run
 
 CLASSES = ["Neutrality", "Enjoyment", "Confusion", "Fatigue", "Distraction"]
 
@@ -21,14 +21,6 @@ CLASSES = ["Neutrality", "Enjoyment", "Confusion", "Fatigue", "Distraction"]
 def tiny_cfg(workdir: Path, *extra: str):
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     return load_config("raer", [*TINY_RUN, f"mlflow.tracking_uri={uri}", f"checkpoint_dir={workdir}/ckpt", *extra], environ={})
-
-
-def only_run(workdir: Path):
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("raer")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1, f"expected exactly one MLflow run, found {len(runs)}"
-    return client, runs[0]
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
@@ -40,7 +32,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str
 
 def test_run_is_logged_to_mlflow_and_read_back(workdir):
     metrics = run(tiny_cfg(workdir, "trainer.max_epochs=2", "mlflow.tags.purpose=test"))
-    client, logged = only_run(workdir)
+    client, logged = only_run(f"sqlite:///{workdir / 'mlflow.db'}")
     assert logged.data.params["data.num_segments"] == "4"
     assert logged.data.params["model.backbone"] == "affectlab-tiny"
     assert logged.data.tags["purpose"] == "test"
@@ -66,7 +58,7 @@ def test_default_store_is_sqlite_in_the_working_directory(workdir):
     cfg.mlflow.tracking_uri = None
     run(cfg)
     assert (workdir / "mlflow.db").is_file()
-    client, logged = only_run(workdir)
+    client, logged = only_run(f"sqlite:///{workdir / 'mlflow.db'}")
     assert logged.info.artifact_uri.startswith((workdir / "mlartifacts").as_uri())
 
 
@@ -75,18 +67,18 @@ def test_overfits_one_batch(workdir):
     # drawn anew (TSN): 11.3 -> 0.23 in 12 epochs at seed 0, 9.3 -> 1.5 at seed 3 (the ratio is the margin)
     cfg = tiny_cfg(workdir, "trainer.overfit_batches=1", "trainer.max_epochs=12", "data.batch_size=4")
     run(cfg)
-    client, logged = only_run(workdir)
+    client, logged = only_run(f"sqlite:///{workdir / 'mlflow.db'}")
     losses = [m.value for m in client.get_metric_history(logged.info.run_id, "train/loss")]
     assert losses[-1] < 0.2 * losses[0], losses
 
 
 def test_resume_continues_the_same_mlflow_run(workdir):
     run(tiny_cfg(workdir, "trainer.max_epochs=1"))
-    client, first = only_run(workdir)
+    client, first = only_run(f"sqlite:///{workdir / 'mlflow.db'}")
     last = next((workdir / "ckpt").glob("*/last.ckpt"))
     steps_per_epoch = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     run(tiny_cfg(workdir, "trainer.max_epochs=2", "resume=auto"))
-    client, resumed = only_run(workdir)
+    client, resumed = only_run(f"sqlite:///{workdir / 'mlflow.db'}")
     assert resumed.info.run_id == first.info.run_id
     epochs = [m.step for m in client.get_metric_history(resumed.info.run_id, "val/uar")]
     assert len(epochs) == 2  # epoch 0 from the first run, epoch 1 from the resumed one

@@ -23,7 +23,7 @@ from affectlab.datasets import (
     write_mjpeg_avi,
 )
 from affectlab.datasets.synthetic_raer import FOUR_OF_FIVE
-from builders import flat_frame, to_pixels, write_raer
+from builders import flat_frame, raer_annotation, to_pixels, write_raer
 
 
 def write_video_raer(root, clip_dir, frames, *, annotated=None, label=1):
@@ -97,11 +97,6 @@ def test_synthetic_raer_as_video_reads_like_its_frames(tmp_path):
 # --- votes, label names, label sets ---------------------------------------------------------------------------------
 
 
-def annotation(tmp_path, text):
-    path = tmp_path / "train.txt"
-    path.write_text(text)
-    return path
-
 
 def test_majority_tie_goes_to_the_earlier_class():
     assert majority_label([0, 3, 1, 3, 3]) == 1
@@ -109,16 +104,16 @@ def test_majority_tie_goes_to_the_earlier_class():
 
 
 def test_votes_give_majority_and_soft_label(tmp_path):
-    path = annotation(tmp_path, "a 8 2 2 3 2 Fatigue\nb 8 1 confusion 3 1 1\n")
+    path = raer_annotation(tmp_path, "a 8 2 2 3 2 Fatigue\nb 8 1 confusion 3 1 1\n")
     a, b = read_annotation(path, load_label_set("five").classes)
     assert a.votes == (0, 3, 1, 1, 0) and a.label == 1
     assert b.votes == (3, 0, 2, 0, 0) and b.label == 0
     assert np.allclose(a.soft_label(5), [0, 0.6, 0.2, 0.2, 0])
-    assert np.allclose(read_annotation(annotation(tmp_path, "c 3 4\n"))[0].soft_label(5), [0, 0, 0, 1, 0])
+    assert np.allclose(read_annotation(raer_annotation(tmp_path, "c 3 4\n"))[0].soft_label(5), [0, 0, 0, 1, 0])
 
 
 def test_vote_line_with_other_annotator_count_names_file_and_line(tmp_path):
-    path = annotation(tmp_path, "a 8 1 1 2\nb 8 1 2\n")
+    path = raer_annotation(tmp_path, "a 8 1 1 2\nb 8 1 2\n")
     with pytest.raises(DatasetError, match=rf"{path}:2: 2 label\(s\)/votes on this line but line 1 has 3"):
         read_annotation(path)
     skipped: list[str] = []
@@ -127,13 +122,13 @@ def test_vote_line_with_other_annotator_count_names_file_and_line(tmp_path):
 
 
 def test_unknown_label_name_names_file_line_and_choices(tmp_path):
-    path = annotation(tmp_path, "a 8 Boredom\n")
+    path = raer_annotation(tmp_path, "a 8 Boredom\n")
     with pytest.raises(DatasetError, match=rf"{path}:1: unknown label name 'Boredom'; expected 1..5 or one of"):
         read_annotation(path, load_label_set("raer_five").classes)
 
 
 def test_zero_frame_clip_is_an_error_or_skipped(tmp_path):
-    path = annotation(tmp_path, "a 0 1\nb 4 1\n")
+    path = raer_annotation(tmp_path, "a 0 1\nb 4 1\n")
     with pytest.raises(DatasetError, match=rf"{path}:1: num_frames is 0"):
         read_annotation(path)
     skipped: list[str] = []

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import (
     AtomicCheckpointIO,
@@ -21,7 +20,7 @@ from affectlab.lab.checkpoints import (
 )
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer.train import train as run
-from builders import ROOT, TINY_RUN, child_env, history, kill_when, start, step_reached
+from builders import ROOT, TINY_RUN, child_env, history, kill_when, only_run, start, step_reached
 
 STEPS_PER_EPOCH = 4  # 30 training clips (40 minus the validation quarter) in batches of 8
 RESUME_RUN = [*TINY_RUN, "trainer.max_epochs=3", "checkpoint_every.steps=1"]
@@ -123,13 +122,6 @@ def raer_command(workdir: Path, *extra: str) -> list[str]:
         sys.executable, str(ROOT / "experiments" / "raer.py"), *RESUME_RUN,
         f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}", f"checkpoint_dir={workdir / 'ckpt'}", *extra,
     ]
-
-
-def only_run(uri: str):
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("raer").experiment_id])
-    assert len(runs) == 1, f"expected one MLflow run, found {len(runs)}"
-    return client, runs[0]
 
 
 @pytest.mark.slow  # real processes: two training runs started and one killed

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import newest_intact, read_record
-from builders import ROOT, TINY_RUN, child_env, kill_when, start
+from builders import ROOT, TINY_CEXPR, TINY_RUN, child_env, kill_when, start
 
 EPOCHS = 6
 
@@ -44,10 +44,8 @@ CASES = {
              "intermediate_size: 32}", "tasks=[meld]", "data.meld.dir=null", "approaches=[features]",
              "data.meld.train_size=60", "data.meld.dev_size=20", f"trainer.max_epochs={EPOCHS}",
              "model.text.max_length=16", "data.batch_size=10", "model.features.dim=8", "model.features.heads=2"],
-    "cexpr": ["data.synthetic.num_videos=3", "data.synthetic.num_basic_videos=10", "data.synthetic.afew_clips_per_class=2",
-              "data.synthetic.seconds=[10,14]", "data.synthetic.frame_size=32", "data.train_samples_per_epoch=20000",
-              f"trainer.max_epochs={EPOCHS}", "early_stopping.patience=100", "visual.modalities=[]", "ablation=false",
-              "trainer.enable_progress_bar=false"],
+    "cexpr": [*TINY_CEXPR, "data.train_samples_per_epoch=20000", f"trainer.max_epochs={EPOCHS}",
+              "early_stopping.patience=100", "visual.modalities=[]", "ablation=false"],
 }
 LOSS = {"raer": "train/loss", "meld": "train/loss", "cexpr": "train/loss"}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -19,16 +18,8 @@ from hypothesis import strategies as st
 from affectlab.datasets.emotion_corpus import EMOTIONS, CorpusWarning, clean_text
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.text_splits import DEDUP_RULE, load_text_splits
-
-MELD_HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
-               "Episode", "StartTime", "EndTime"]
-
-
-def quiet(**kwargs):
-    """`load_text_splits` with its CorpusWarning (tested on its own) silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CorpusWarning)
-        return load_text_splits(**kwargs)
+from builders import (assert_sound_splits, load_text_splits_quietly, write_csv, write_jsonl, write_meld_csv,
+                      write_table)
 
 
 def labelled_texts(per_class: int, prefix: str = "") -> list[tuple[str, str]]:
@@ -41,25 +32,6 @@ def write_tsv(path: Path, rows: list[tuple], header: list[str] | None = None) ->
     return path
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def write_meld(path: Path, rows: list[tuple[str, str]], dialogue: int = 0) -> Path:
-    """A MELD ``*_sent_emo.csv``: one utterance per row with MELD's columns, quoted commas and comma times."""
-    return write_csv(path, MELD_HEADER, [[n + 1, text, "Ross", emotion, "neutral", dialogue, n, 1, 1, "00:00:01,000",
-                                          "00:00:02,000"] for n, (text, emotion) in enumerate(rows)])
-
-
 # --- explicit files -------------------------------------------------------------------------------------------------
 
 
@@ -69,7 +41,7 @@ def test_headerless_tsv_with_numbered_columns_and_label_ids(tmp_path: Path):
             for i, (text, emotion) in enumerate(labelled_texts(4))]
     train = write_tsv(tmp_path / "train.tsv", rows)
     test = write_tsv(tmp_path / "test.tsv", [("t", 3, "a joyful test"), ("u", "anger", "an angry test")])
-    splits = quiet(train=train, test=test, text_column=2, label_column=1, val_fraction=0)
+    splits = load_text_splits_quietly(train=train, test=test, text_column=2, label_column=1, val_fraction=0)
     assert splits.val is None
     assert splits.train.texts[:2] == ["anger text 0", "anger text 1"]
     assert splits.train.class_counts() == dict.fromkeys(EMOTIONS, 4)
@@ -81,7 +53,7 @@ def test_headerless_tsv_with_numbered_columns_and_label_ids(tmp_path: Path):
 def test_csv_with_a_header_read_by_column_names(tmp_path: Path):
     train = write_csv(tmp_path / "train.csv", ["Sr No.", "Utterance", "Emotion"],
                       [[n, t, e] for n, (t, e) in enumerate(labelled_texts(10))])
-    splits = quiet(train=train, text_column="Utterance", label_column="Emotion")
+    splits = load_text_splits_quietly(train=train, text_column="Utterance", label_column="Emotion")
     assert len(splits.train) + len(splits.val) + len(splits.test) == 70
     assert splits.test.class_counts() == dict.fromkeys(EMOTIONS, 1)
     assert splits.report["splits"]["train"]["rows"] == 70
@@ -90,7 +62,7 @@ def test_csv_with_a_header_read_by_column_names(tmp_path: Path):
 def test_txt_with_tabs_is_read_as_tsv(tmp_path: Path):
     train = write_tsv(tmp_path / "train.txt", labelled_texts(3))
     test = write_tsv(tmp_path / "test.txt", [("so sad, really", "sadness"), ("wow", "surprise")])
-    splits = quiet(train=train, test=test, text_column=0, label_column=1, val_fraction=0)
+    splits = load_text_splits_quietly(train=train, test=test, text_column=0, label_column=1, val_fraction=0)
     assert splits.test.texts == ["so sad, really", "wow"] and splits.test.emotions == ["sadness", "surprise"]
     assert len(splits.train) == 21
 
@@ -101,7 +73,7 @@ def test_jsonl_with_named_fields_and_a_json_list_of_labels_is_multi_label(tmp_pa
     records.append({"sentence": "furious and scared", "feelings": ["anger", "FEAR"]})
     train = write_jsonl(tmp_path / "train.jsonl", records)
     test = write_jsonl(tmp_path / "test.jsonl", [{"sentence": "ok", "feelings": [6]}])
-    splits = quiet(train=train, test=test, text_column="sentence", label_column="feelings", multi_label=True,
+    splits = load_text_splits_quietly(train=train, test=test, text_column="sentence", label_column="feelings", multi_label=True,
                    val_fraction=0)
     assert splits.multi_label and splits.train.multi_label
     index = splits.train.texts.index("bittersweet")
@@ -113,7 +85,7 @@ def test_jsonl_with_named_fields_and_a_json_list_of_labels_is_multi_label(tmp_pa
     assert targets.sum() == len(EMOTIONS) * 2 + 4
     assert splits.test.emotions == [("neutral",)]
     # single-label: an item naming two classes is dropped and counted, not guessed
-    single = quiet(train=train, test=test, text_column="sentence", label_column="feelings", val_fraction=0)
+    single = load_text_splits_quietly(train=train, test=test, text_column="sentence", label_column="feelings", val_fraction=0)
     assert "bittersweet" not in single.train.texts
     assert single.report["splits"]["train"]["dropped_several_classes"] == 2
 
@@ -122,7 +94,7 @@ def test_several_files_for_one_split_are_pooled(tmp_path: Path):
     first = write_tsv(tmp_path / "a.tsv", labelled_texts(2) + [("shared", "joy")])
     second = write_tsv(tmp_path / "b.tsv", [("shared", "anger"), ("shared", "joy"), ("new one", "fear")])
     test = write_tsv(tmp_path / "test.tsv", [("something else", "joy")])
-    splits = quiet(train=[first, second], test=test, text_column=0, label_column=1, val_fraction=0)
+    splits = load_text_splits_quietly(train=[first, second], test=test, text_column=0, label_column=1, val_fraction=0)
     assert splits.report["files"]["train"] == f"{first}, {second}"
     assert splits.train.emotions[splits.train.texts.index("shared")] == "joy"  # 2 joy rows against 1 anger
     assert splits.report["splits"]["train"]["conflicts_resolved_by_majority"] == 1
@@ -159,7 +131,7 @@ def test_test_texts_are_removed_from_train_and_counted(tmp_path: Path):
     val = write_tsv(tmp_path / "val.tsv", [("also seen", "fear"), ("val only", "joy"), ("in val and test", "anger")])
     test = write_tsv(tmp_path / "test.tsv", [("seen before", "sadness"), ("in val and test", "anger"),
                                              ("fresh", "joy")])
-    splits = quiet(train=train, val=val, test=test, text_column=0, label_column=1)
+    splits = load_text_splits_quietly(train=train, val=val, test=test, text_column=0, label_column=1)
     overlap = splits.report["overlap"]
     assert overlap["train_test_shared_texts"] == 1 and overlap["train_test_shared_with_other_label"] == 1
     assert overlap["train_val_shared_texts"] == 1 and overlap["val_test_shared_texts"] == 1
@@ -168,7 +140,7 @@ def test_test_texts_are_removed_from_train_and_counted(tmp_path: Path):
     assert splits.report["splits"]["train"]["removed_shared_with_test"] == 1
     assert splits.report["splits"]["train"]["removed_shared_with_val"] == 1
     assert splits.report["splits"]["val"]["removed_shared_with_test"] == 1
-    kept = quiet(train=train, val=val, test=test, text_column=0, label_column=1, overlap="keep")
+    kept = load_text_splits_quietly(train=train, val=val, test=test, text_column=0, label_column=1, overlap="keep")
     assert "seen before" in kept.train.texts and kept.report["overlap"]["train_test_shared_texts"] == 1
     with pytest.raises(DatasetError, match=r"test\.tsv: 1 text\(s\) also in .*train\.tsv, e\.g\. \['seen before'\]"):
         load_text_splits(train=train, test=test, text_column=0, label_column=1, overlap="error", val_fraction=0)
@@ -178,7 +150,7 @@ def test_missing_splits_are_carved_from_train_stratified_and_seeded(tmp_path: Pa
     counts = {"anger": 40, "disgust": 20, "fear": 30, "joy": 100, "sadness": 50, "surprise": 60, "neutral": 300}
     rows = [(f"{e} {i}", e) for e, n in counts.items() for i in range(n)]
     corpus = write_tsv(tmp_path / "all.tsv", rows)
-    splits = quiet(train=corpus, text_column=0, label_column=1, seed=1)
+    splits = load_text_splits_quietly(train=corpus, text_column=0, label_column=1, seed=1)
     # 10% test, 10% validation (a share of the whole file), per class, rounded half up
     assert splits.test.class_counts() == {e: int(0.1 * n + 0.5) for e, n in counts.items()}
     assert splits.val.class_counts() == {e: int(0.1 * n + 0.5) for e, n in counts.items()}
@@ -187,8 +159,8 @@ def test_missing_splits_are_carved_from_train_stratified_and_seeded(tmp_path: Pa
     assert not set(splits.val.texts) & set(splits.test.texts)
     assert splits.report["how"]["test"] == "carved from train: 0.1 of it, stratified by label, seed 1"
     assert splits.report["splits"]["train"]["carved_out_test"] == 60
-    again = quiet(train=corpus, text_column=0, label_column=1, seed=1)
-    other = quiet(train=corpus, text_column=0, label_column=1, seed=2)
+    again = load_text_splits_quietly(train=corpus, text_column=0, label_column=1, seed=1)
+    other = load_text_splits_quietly(train=corpus, text_column=0, label_column=1, seed=2)
     assert again.test.texts == splits.test.texts and other.test.texts != splits.test.texts
     assert splits.train.texts == [t for t, _ in rows if t in set(splits.train.texts)]  # file order kept
 
@@ -198,9 +170,9 @@ def test_training_keeps_the_natural_distribution_unless_balanced(tmp_path: Path)
                                                        for i in range(5)]
     train = write_tsv(tmp_path / "train.tsv", rows)
     test = write_tsv(tmp_path / "test.tsv", [("t", "joy")])
-    natural = quiet(train=train, test=test, text_column=0, label_column=1, val_fraction=0)
+    natural = load_text_splits_quietly(train=train, test=test, text_column=0, label_column=1, val_fraction=0)
     assert natural.train.class_counts()["joy"] == 30 and natural.train.class_counts()["fear"] == 5
-    balanced = quiet(train=train, test=test, text_column=0, label_column=1, val_fraction=0, balance_train=True)
+    balanced = load_text_splits_quietly(train=train, test=test, text_column=0, label_column=1, val_fraction=0, balance_train=True)
     assert set(balanced.train.class_counts().values()) == {30}
     assert balanced.report["splits"]["train"]["balanced_per_class"] == 30
     assert set(balanced.train.texts) == set(natural.train.texts)  # oversampled, nothing new
@@ -210,10 +182,10 @@ def test_training_keeps_the_natural_distribution_unless_balanced(tmp_path: Path)
 
 
 def test_meld_folder_with_a_test_file_keeps_the_official_splits(tmp_path: Path):
-    write_meld(tmp_path / "train_sent_emo.csv", labelled_texts(3, "train ") + [("Oh, no, you didn\x92t!", "fear")])
-    write_meld(tmp_path / "dev_sent_emo.csv", labelled_texts(1, "dev "))
-    write_meld(tmp_path / "test_sent_emo.csv", labelled_texts(2, "test ") + [("train joy text 0", "joy")])
-    splits = quiet(source="meld", path=tmp_path)
+    write_meld_csv(tmp_path / "train_sent_emo.csv", labelled_texts(3, "train ") + [("Oh, no, you didn\x92t!", "fear")])
+    write_meld_csv(tmp_path / "dev_sent_emo.csv", labelled_texts(1, "dev "))
+    write_meld_csv(tmp_path / "test_sent_emo.csv", labelled_texts(2, "test ") + [("train joy text 0", "joy")])
+    splits = load_text_splits_quietly(source="meld", path=tmp_path)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (21 + 1 - 1, 7, 15)
     assert "Oh, no, you didn’t!" in splits.train.texts and splits.report["splits"]["train"]["fixed_encoding"] == 1
     assert splits.report["how"]["val"] == "MELD's dev_sent_emo.csv"
@@ -222,9 +194,9 @@ def test_meld_folder_with_a_test_file_keeps_the_official_splits(tmp_path: Path):
 
 
 def test_meld_without_a_test_file_says_dev_is_the_test_split(tmp_path: Path):
-    write_meld(tmp_path / "train_sent_emo.csv", labelled_texts(10, "train "))
-    write_meld(tmp_path / "dev_sent_emo.csv", labelled_texts(2, "dev "))
-    splits = quiet(source="meld", path=tmp_path, val_fraction=0.2, seed=5)
+    write_meld_csv(tmp_path / "train_sent_emo.csv", labelled_texts(10, "train "))
+    write_meld_csv(tmp_path / "dev_sent_emo.csv", labelled_texts(2, "dev "))
+    splits = load_text_splits_quietly(source="meld", path=tmp_path, val_fraction=0.2, seed=5)
     assert splits.test.texts == [t for t, _ in labelled_texts(2, "dev ")]
     assert "MELD's dev split is the test split" in splits.report["how"]["test"]
     assert splits.report["how"]["val"] == "carved from train: 0.2 of it, stratified by label, seed 5"
@@ -254,9 +226,11 @@ def test_real_meld_splits_and_their_duplicates(shared_data: Path):
     assert splits.report["overlap"]["train_test_shared_with_other_label"] == 10
     assert train["carved_out_val"] == 889 and train["removed_shared_with_test"] == 56
     assert (len(splits.train), len(splits.val), len(splits.test)) == (7941, 882, 1040)
-    assert 9989 - 815 - 288 == len(splits.train) + 889 + 56
-    assert 889 - splits.report["splits"]["val"]["removed_shared_with_test"] == len(splits.val)
-    assert 1109 - 50 - 19 == len(splits.test)
+    # every row is accounted for: merged, dropped, carved out for validation, removed as shared with test, or kept
+    kept = train["rows"] - train["duplicates_merged"] - train["conflict_rows_dropped"]
+    assert kept == len(splits.train) + train["carved_out_val"] + train["removed_shared_with_test"]
+    assert train["carved_out_val"] - splits.report["splits"]["val"]["removed_shared_with_test"] == len(splits.val)
+    assert test["rows"] - test["duplicates_merged"] - test["conflict_rows_dropped"] == len(splits.test)
     # the same conflicts counted straight from the CSV rows
     for name, expected in (("train_sent_emo.csv", (105, 61, 44)), ("dev_sent_emo.csv", (8, 5, 3))):
         assert conflicts_by_hand([meld / name]) == expected
@@ -280,7 +254,7 @@ def test_real_meld_train_and_dev_pooled_report_their_conflicts(shared_data: Path
     row are 113 texts; the report says how each was resolved."""
     meld = shared_data / "meld"
     files = [meld / "train_sent_emo.csv", meld / "dev_sent_emo.csv"]
-    splits = quiet(train=files, text_column="Utterance", label_column="Emotion")
+    splits = load_text_splits_quietly(train=files, text_column="Utterance", label_column="Emotion")
     pooled = splits.report["splits"]["train"]
     assert pooled["rows"] == 11098 and pooled["conflicting_texts"] == 113
     assert (pooled["conflicts_resolved_by_majority"], pooled["conflicts_dropped_tied"]) == (66, 47)
@@ -298,7 +272,7 @@ def test_real_meld_train_and_dev_pooled_report_their_conflicts(shared_data: Path
 def test_real_meld_splits_beat_the_majority_class_with_a_bag_of_words(shared_data: Path):
     """The splits' texts carry their labels: a bag-of-words naive Bayes fitted on train beats the majority class on
     test (macro-F1, as MELD is mostly neutral), and falls back near it when the training labels are shuffled."""
-    splits = quiet(source="meld", path=shared_data / "meld")
+    splits = load_text_splits_quietly(source="meld", path=shared_data / "meld")
     majority = Counter(splits.train.labels).most_common(1)[0][0]
     baseline = macro_f1([majority] * len(splits.test), splits.test.labels)
     fitted = macro_f1(naive_bayes_predictions(splits.train.texts, splits.train.labels, splits.test.texts),
@@ -352,7 +326,7 @@ def paper_records(per_class: int, prefix: str = "") -> list[dict]:
 
 def test_llm_emotion_one_file_is_split_stratified_and_keeps_sources(tmp_path: Path):
     corpus = write_jsonl(tmp_path / "llm_emotion.jsonl", paper_records(10))
-    splits = quiet(source="llm_emotion", path=corpus, seed=3)
+    splits = load_text_splits_quietly(source="llm_emotion", path=corpus, seed=3)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (56, 7, 7)
     assert splits.test.class_counts() == dict.fromkeys(EMOTIONS, 1)
     assert splits.report["how"]["train"] == f"the whole corpus {corpus}"
@@ -366,10 +340,10 @@ def test_llm_emotion_split_files_in_a_folder_and_as_csv(tmp_path: Path):
     write_csv(tmp_path / "validation.csv", ["text", "emotion", "source"],
               [[r["text"], r["emotion"], r["source"]] for r in paper_records(1, "val ")])
     write_jsonl(tmp_path / "test.jsonl", [{"text": "a fresh one", "emotion": "Joy"}])  # no source: raw
-    splits = quiet(source="llm_emotion", path=tmp_path)
+    splits = load_text_splits_quietly(source="llm_emotion", path=tmp_path)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (21, 7, 1)
     assert splits.test.sources == ["raw"] and splits.test.emotions == ["joy"]
-    same = quiet(source="llm_emotion", train=tmp_path / "train.jsonl", val=tmp_path / "validation.csv",
+    same = load_text_splits_quietly(source="llm_emotion", train=tmp_path / "train.jsonl", val=tmp_path / "validation.csv",
                  test=tmp_path / "test.jsonl")
     assert same.val.texts == splits.val.texts
 
@@ -391,7 +365,7 @@ def test_llm_emotion_from_a_hugging_face_dataset_names_class_label_ids(monkeypat
 
     release = datasets.DatasetDict({"train": split("train", 4), "test": split("test", 1)})
     monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id: release)
-    splits = quiet(source="llm_emotion", path="someone/LLM-Emotion", val_fraction=0.25)
+    splits = load_text_splits_quietly(source="llm_emotion", path="someone/LLM-Emotion", val_fraction=0.25)
     assert splits.test.emotions == own_order
     assert all(text.split()[1] == emotion for text, emotion in zip(splits.train.texts, splits.train.emotions))
     assert splits.report["files"]["test"] == "someone/LLM-Emotion[test]" and len(splits.val) == 7
@@ -436,7 +410,7 @@ def test_unknown_label_names_file_line_value_and_the_classes(tmp_path: Path):
     ids = write_tsv(tmp_path / "ids.tsv", [("hm", "7")])
     with pytest.raises(DatasetError, match=r"ids\.tsv:1: label '7'"):
         load_text_splits(train=ids, text_column=0, label_column=1)
-    splits = quiet(train=train, text_column=0, label_column=1, unknown="drop", val_fraction=0, test_fraction=0.2)
+    splits = load_text_splits_quietly(train=train, text_column=0, label_column=1, unknown="drop", val_fraction=0, test_fraction=0.2)
     assert splits.report["splits"]["train"]["dropped_unknown_label:boredom"] == 1
 
 
@@ -444,7 +418,7 @@ def test_a_header_line_read_as_data_is_an_unknown_label(tmp_path: Path):
     train = write_tsv(tmp_path / "train.tsv", labelled_texts(5), header=["text", "emotion"])
     with pytest.raises(DatasetError, match=r"train\.tsv:1: label 'emotion'"):
         load_text_splits(train=train, text_column=0, label_column=1)
-    splits = quiet(train=train, text_column=0, label_column=1, header=True, val_fraction=0, test_fraction=0.2)
+    splits = load_text_splits_quietly(train=train, text_column=0, label_column=1, header=True, val_fraction=0, test_fraction=0.2)
     assert (len(splits.train), len(splits.test)) == (28, 7)
 
 
@@ -507,13 +481,13 @@ def test_rows_with_a_stray_delimiter_and_bad_arguments_are_errors(tmp_path: Path
 
 
 def test_meld_folder_errors(tmp_path: Path):
-    write_meld(tmp_path / "train_sent_emo.csv", labelled_texts(2))
+    write_meld_csv(tmp_path / "train_sent_emo.csv", labelled_texts(2))
     with pytest.raises(DatasetError, match=r"MELD file\(s\) \['dev_sent_emo\.csv'\] missing; has "
                                            r"\['train_sent_emo\.csv'\]"):
         load_text_splits("meld", path=tmp_path)
-    write_meld(tmp_path / "dev_sent_emo.csv", labelled_texts(1) + [("again", "joy")])
+    write_meld_csv(tmp_path / "dev_sent_emo.csv", labelled_texts(1) + [("again", "joy")])
     rows = (tmp_path / "dev_sent_emo.csv").read_text(encoding="utf-8").splitlines()
-    rows[-1] = rows[-1].replace(",0,7,", ",0,0,")  # the last utterance reuses the first one's ids
+    rows[-1] = rows[-1].replace(",1,2,", ",0,0,")  # the last utterance (dialogue 1, utterance 2) reuses the first one's ids
     (tmp_path / "dev_sent_emo.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"dev_sent_emo\.csv:9: Dialogue_ID '0', Utterance_ID '0' repeats"):
         load_text_splits("meld", path=tmp_path)
@@ -525,8 +499,9 @@ def test_meld_folder_errors(tmp_path: Path):
         load_text_splits("meld", path=tmp_path / "nowhere")
 
 
-TABLE_PIECES = st.sampled_from(["joy", "JOY", "3", "7", "-1", "anger,fear", "", " ", "\t", "\n", ",", '"', "é",
-                                "\x92", "text", "emotion", "[", "]", "{", "}", ":", "\x00", "x", "1.0"])
+PIECES = ["joy", "JOY", "3", "7", "-1", "anger,fear", "", " ", "\t", "\n", ",", '"', "é", "\x92", "text", "emotion", "[",
+          "]", "{", "}", ":", "\x00", "x", "1.0"]
+TABLE_PIECES = st.sampled_from(PIECES)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -536,10 +511,28 @@ def test_any_table_gives_splits_or_the_projects_own_error(tmp_path: Path, conten
     path = tmp_path / f"fuzz{suffix}"
     path.write_text(content, encoding="utf-8", errors="surrogatepass")
     try:
-        quiet(train=path, text_column=columns[0], label_column=columns[1], multi_label=multi_label, test_fraction=0.5,
-              val_fraction=0)
+        splits = load_text_splits_quietly(train=path, text_column=columns[0], label_column=columns[1],
+                                          multi_label=multi_label, test_fraction=0.5, val_fraction=0)
     except DatasetError:
-        pass
+        return
+    assert_sound_splits(splits)
+    assert splits.val is None and splits.multi_label == multi_label
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(TABLE_PIECES, max_size=8).map("".join), st.sampled_from([*PIECES, *EMOTIONS])),
+                max_size=10),
+       st.sampled_from([".tsv", ".csv", ".jsonl"]), st.booleans(), st.sampled_from(["drop", "error"]))
+def test_any_cells_in_a_well_formed_table_give_sound_splits(tmp_path: Path, extra, suffix, multi_label, unknown):
+    """Every class twice, then rows of any text and label: the splits hold what splits must, or a label is named."""
+    path = write_table(tmp_path / f"fuzz{suffix}", labelled_texts(2) + extra)
+    try:
+        splits = load_text_splits_quietly(train=path, text_column="text", label_column="emotion",
+                                          multi_label=multi_label, unknown=unknown, test_fraction=0.5, val_fraction=0)
+    except DatasetError as error:
+        assert unknown == "error" and "is not a class of" in str(error)
+        return
+    assert_sound_splits(splits)
 
 
 def test_llm_emotion_and_label_set_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

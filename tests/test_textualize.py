@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from affectlab.fusion.textualize import (
     visual_part,
     write_synthetic_cue_tables,
 )
+from builders import write_csv
 
 AU_CODES = list(ACTION_UNITS)
 
@@ -106,14 +106,6 @@ def test_frames_without_a_face_are_ignored_by_the_pooling():
     with_gap = np.vstack([np.full((1, len(AU_CODES)), np.nan), frames])
     assert visual_part(with_gap, None) == visual_part(frames, None)
     assert "Lips Part" in visual_part(with_gap, None)
-
-
-def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def write_tables(folder: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The `lightning` command: `lightning run SCRIPT [--accelerator ...] [--devices N] ... [script args]`.
+"""The `lightning` command: `lightning run [--accelerator ...] [--devices N] ... SCRIPT [script args]`.
 
 Lightning 2.6 ships no `lightning` command; its launcher lives on as `fabric run`. This command is that launcher
 (it starts the script through torchrun and passes the flags on as LT_* variables, which the experiments read).
