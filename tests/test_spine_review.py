@@ -14,9 +14,10 @@ from mlflow.tracking import MlflowClient
 from affectlab.lab.checkpoints import ArchitectureError
 from affectlab.lab.config import load_config
 from affectlab.lab.export import log_model, write_bundle
+from affectlab.lab.probing.data import BUNDLED_CORPUS
 from affectlab.lab.resilient import OFFLINE_PREFIX, ResilientClient
 from affectlab.lab.tracking import ResilientMLFlowLogger
-from builders import TINY_RUN, free_port
+from builders import TINY_CEXPR, TINY_RUN, free_port
 
 
 def tiny(workdir: Path, *extra: str):
@@ -149,3 +150,29 @@ def test_an_unreachable_tracking_server_is_an_expected_error_of_the_command_line
 
     assert expected(TrackingError("MLflow tracking server http://127.0.0.1:1 did not answer"))
     assert expected(LaunchError("--devices 3: this machine has 2 CPUs"))  # a ConfigError
+
+
+TINY_BERT = ("model.text.random_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
+             "intermediate_size: 64}")
+SMALL_RUNS = {
+    "meld": [TINY_BERT, "tasks=[meld]", "data.meld.dir=null", "approaches=[transcript]", "data.meld.train_size=40",
+             "data.meld.dev_size=20", "trainer.max_epochs=1", "model.text.max_length=16", "data.batch_size=20"],
+    "cexpr": [*TINY_CEXPR, "data.modalities=[audio,zero_shot_clip]", "visual.frames_per_window=4",
+              "visual.modalities=[zero_shot_clip]"],
+    "probing": ["data.source=files", f"data.train={BUNDLED_CORPUS}", "trainer.enable_progress_bar=false",
+                "report.resamples=50", "num_threads=1"],
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(SMALL_RUNS))
+def test_the_other_experiments_leave_nothing_in_the_temporary_folder(experiment, workdir: Path, monkeypatch):
+    import importlib
+    import tempfile
+
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    main = importlib.import_module(f"affectlab.lab.{experiment}").main
+    main([*SMALL_RUNS[experiment], f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
+    assert sorted(p.name for p in scratch.iterdir()) == []
