@@ -296,3 +296,15 @@ def test_overfit_tiny_batch(parts):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0] and losses[-1] < 0.5 * math.log(4), losses
+
+
+def test_clip_weights_that_cannot_be_downloaded_are_one_model_error(tmp_path, monkeypatch):
+    """Offline, with nothing in the Hugging Face cache (an empty one here), a tag is one clear error, not a traceback
+    from open_clip; raer's data.root is checked before that (tests/test_raer_options.py)."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match=r"^the 'openai' weights of 'ViT-B-32' could not be downloaded .*local weights"):
+        create_clip("ViT-B-32", "openai")

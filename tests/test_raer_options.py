@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from affectlab.datasets import make_synthetic_raer
-from affectlab.lab.config import load_config
+from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer import main
 from affectlab.lab.raer.train import train as run
 from affectlab.lab.sampling import ClassBalancedSampler
@@ -107,3 +107,14 @@ def test_cache_command_writes_crops_that_the_datamodule_then_reads(tmp_path):
     datamodule = RaerDataModule(cfg.data, image_size=inputs.image_size, mean=inputs.mean, std=inputs.std)
     datamodule.setup("test")
     assert datamodule.test_set.cache == folder
+
+
+def test_a_missing_data_root_is_said_before_any_weights_are_loaded(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from affectlab.lab.raer.train import build
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))  # offline, nothing cached: a download would fail
+    cfg = load_config("raer", ["config=raer_paper", f"data.root={tmp_path / 'no-raer'}"], environ={})
+    with pytest.raises(ConfigError, match=r"data.root=.*no-raer.* is not a folder"):
+        build(cfg)

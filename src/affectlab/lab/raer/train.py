@@ -21,6 +21,8 @@ from affectlab.lab.tracking import log_dataset
 def build(cfg: DictConfig, record: dict | None = None) -> tuple[ClipCaerModule, RaerDataModule]:
     """The module and datamodule a config describes (the network from affectlab.lab.raer.nets); `record` gets what
     its checkpoints are a model of (experiment, classes, config, architecture)."""
+    if cfg.data.root:
+        dataset_root(cfg.data)  # a data.root that is not there: said before any weights are loaded or downloaded
     net, class_names, inputs = build_net(cfg)
     if record is not None:
         record.update(experiment="raer", classes=class_names, config=OmegaConf.to_container(cfg, resolve=True),

@@ -73,8 +73,15 @@ def create_clip(name: str, pretrained: str | None = None, *, quick_gelu: bool | 
         except Exception as error:  # corrupt zip, pickle refused by weights_only, key/shape mismatch, ...
             raise ModelError(f"cannot load {pretrained!r} into {name!r} (expected an open_clip CLIP state dict): "
                              f"{error}") from error
-    else:  # random init, or a tag open_clip downloads (its own errors name the tag and URL)
-        model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+    else:  # random init, or a tag open_clip downloads (once: then from the Hugging Face cache)
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+        except RuntimeError as error:
+            if not (pretrained and "download" in str(error).lower()):
+                raise
+            raise ModelError(f"the {pretrained!r} weights of {name!r} could not be downloaded (no network, or the Hub "
+                             f"unreachable: {str(error).splitlines()[0][:160]}); run once with network (they are then "
+                             "cached), or give a local weights file as pretrained") from error
 
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg["size"]
