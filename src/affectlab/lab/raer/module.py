@@ -56,7 +56,7 @@ class ClipCaerModule(L.LightningModule):
         self.loss_name, self.label_smoothing, self.cb_beta = loss, float(label_smoothing), float(cb_beta)
         self.contexts = list(contexts or [])
         n = len(self.class_names)
-        self.criterion = create_loss(loss) if loss != "cb_ls" else None  # cb_ls: built in setup from the counts
+        self.criterion: torch.nn.Module | None = None  # built in setup("fit"), from the training split's counts
         self.val_metrics = _metrics(n, "val/")
         self.test_metrics = _metrics(n, "test/")
         self.test_recall = MulticlassRecall(n, average=None)
@@ -65,7 +65,7 @@ class ClipCaerModule(L.LightningModule):
         self.artifact_dir = Path(tempfile.mkdtemp(prefix="affectlab-"))
 
     def setup(self, stage: str) -> None:
-        if self.loss_name == "cb_ls" and stage == "fit":  # the datamodule is set up first
+        if stage == "fit":  # the datamodule is set up first; every loss takes the same options (create_loss)
             labels = torch.as_tensor(self.trainer.datamodule.train_set.labels)
             counts = torch.bincount(labels, minlength=len(self.class_names)).tolist()
             self.criterion = create_loss(self.loss_name, class_counts=counts, beta=self.cb_beta,

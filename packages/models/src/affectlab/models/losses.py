@@ -23,7 +23,8 @@ def class_balanced_weights(counts: Sequence[int], beta: float = 0.999) -> Tensor
 
 
 class CrossEntropy(nn.Module):
-    """Cross-entropy on the majority label (CLIP-CAER's loss)."""
+    """Cross-entropy on the majority label (CLIP-CAER's loss). Every loss of `LOSSES` takes the same options; this one
+    uses none of them (the class counts and beta are for class balancing, label smoothing is `cb_ls`'s)."""
 
     target = "label"
 
