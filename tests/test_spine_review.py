@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from affectlab.lab.checkpoints import ArchitectureError
-from affectlab.lab.config import load_config
+from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.export import log_model, write_bundle
 from affectlab.lab.probing.data import BUNDLED_CORPUS
 from affectlab.lab.resilient import OFFLINE_PREFIX, ResilientClient
@@ -176,3 +176,13 @@ def test_the_other_experiments_leave_nothing_in_the_temporary_folder(experiment,
     main = importlib.import_module(f"affectlab.lab.{experiment}").main
     main([*SMALL_RUNS[experiment], f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}"])
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_a_resume_path_that_is_not_there_is_said_before_the_model_is_built(workdir: Path):
+    from affectlab.lab.run import train
+
+    def build():
+        raise AssertionError("the model was built before the resume point was checked")
+
+    with pytest.raises(ConfigError, match="no-such.ckpt"):
+        train(tiny(workdir, f"resume={workdir / 'no-such.ckpt'}"), build)

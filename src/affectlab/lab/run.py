@@ -180,8 +180,8 @@ def train(cfg: DictConfig, build: Callable[[], tuple[L.LightningModule, L.Lightn
     """Seed, build (module, datamodule), resume or start the run folder and its MLflow run, fit and test; `record()`
     (called after build) is what the checkpoints are a model of (`ModelRecord`)."""
     start(cfg, loader_workers)
+    resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))  # a wrong resume= before any weights
     module, datamodule = build()
-    resume, run_id, folder = resume_point(cfg.resume, Path(cfg.checkpoint_dir))
     check_checkpoint(resume, record() if record else None)  # before the MLflow run is opened
     logger = make_logger(cfg, run_id=run_id)
     trainer, best = build_trainer(cfg.trainer, folder=folder, logger=logger, every=cfg.checkpoint_every,
