@@ -62,3 +62,4 @@ def test_unknown_method_is_a_config_error(workdir):
     cfg = load_config("raer", ["compare.only=[CLIP-CAER,Transformer-XL]"], environ={})
     with pytest.raises(ConfigError, match=r"unknown method\(s\) \['Transformer-XL'\]"):
         compare(cfg)
+

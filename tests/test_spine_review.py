@@ -186,3 +186,20 @@ def test_a_resume_path_that_is_not_there_is_said_before_the_model_is_built(workd
 
     with pytest.raises(ConfigError, match="no-such.ckpt"):
         train(tiny(workdir, f"resume={workdir / 'no-such.ckpt'}"), build)
+
+
+def test_a_sweep_resumed_from_a_compare_childs_checkpoint_path_finds_its_folder(workdir: Path):
+    """raer compare keeps a child's checkpoints one level deeper than meld's and probing's trainings
+    (<sweep>/<child>/<run>/x.ckpt): resume=PATH must still find the sweep's run.json."""
+    import json
+
+    from affectlab.lab.checkpoints import checkpoint_run_id
+    from affectlab.lab.raer.train import train
+    from affectlab.lab.sweep import RUN_RECORD, Sweep
+
+    sweep_folder = workdir / "ckpt" / "20261206-000000-1"
+    train(tiny(workdir, f"checkpoint_dir={sweep_folder / 'clip-caer-seed-0'}", "trainer.max_epochs=1"))
+    (checkpoint,) = sweep_folder.rglob("last.ckpt")
+    (sweep_folder / RUN_RECORD).write_text(json.dumps({"parent_run_id": checkpoint_run_id(checkpoint)}))
+    sweep = Sweep.open(tiny(workdir, f"resume={checkpoint}"))
+    assert sweep.folder == sweep_folder and sweep.resumed

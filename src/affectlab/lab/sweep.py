@@ -58,7 +58,10 @@ class Sweep:
                 rank_zero_warn(f"resume=auto: no run under {root} to continue; starting a new run")
         elif cfg.resume:
             checkpoint = resolve_resume(str(cfg.resume), root)  # raises on a missing or damaged file
-            folder = Path(checkpoint).parent.parent
+            # the sweep's folder: the nearest above the checkpoint holding run.json (<sweep>/<training>/x.ckpt for
+            # meld and probing, <sweep>/<child>/<run>/x.ckpt for raer compare)
+            folder = next((p for p in Path(checkpoint).parents if (p / RUN_RECORD).is_file()),
+                          Path(checkpoint).parent.parent)
         if folder is not None:
             try:
                 parent_id = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))["parent_run_id"]
