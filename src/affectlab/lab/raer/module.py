@@ -62,7 +62,7 @@ class ClipCaerModule(L.LightningModule):
         self.test_recall = MulticlassRecall(n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.test_context_confusion = torch.nn.ModuleList(MulticlassConfusionMatrix(n) for _ in self.contexts)
-        self.artifact_dir = Path(tempfile.mkdtemp(prefix="affectlab-"))
+        self.artifact_dir: Path | None = None  # made by the test's rank 0; train removes it once logged
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # the datamodule is set up first; every loss takes the same options (create_loss)
@@ -123,6 +123,7 @@ class ClipCaerModule(L.LightningModule):
             self.log(f"test/context/{context}/clips", float(clips), sync_dist=False)
             self.context_rows.append({"context": context, "clips": clips, "uar": uar, "war": war})
         if self.trainer.is_global_zero:
+            self.artifact_dir = self.artifact_dir or Path(tempfile.mkdtemp(prefix="affectlab-"))
             self.confusion_png = plot_confusion(
                 matrix, self.class_names, self.artifact_dir / "confusion_matrix.png", title="test"
             )

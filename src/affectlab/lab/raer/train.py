@@ -76,7 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                        artifacts=artifacts(outcome, Path(scratch)), checkpoint=outcome.best_checkpoint)
             export(outcome, record)
     finally:
-        shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)  # the module's test figures, logged by now
+        if outcome.module.artifact_dir is not None:
+            shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)  # the module's test figures, logged by now
     return outcome.metrics
 
 
@@ -115,7 +116,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 finish(cfg, outcome.logger, f"RAER evaluation of {checkpoint}", outcome.metrics,
                        artifacts=artifacts(outcome, Path(scratch)))
     finally:
-        shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)
+        if outcome.module.artifact_dir is not None:
+            shutil.rmtree(outcome.module.artifact_dir, ignore_errors=True)
     return outcome.metrics
 
 
