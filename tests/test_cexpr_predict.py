@@ -18,17 +18,14 @@ from affectlab.lab.cexpr.data import compound_videos, resolve_root
 from affectlab.datasets.errors import DatasetError
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.export import example_clip
+from builders import TINY_CEXPR
 
 COMPOUNDS = load_label_set("cexpr").compounds
+
 TINY = [
-    "data.synthetic.num_videos=3",
-    "data.synthetic.num_basic_videos=10",
-    "data.synthetic.afew_clips_per_class=2",
-    "data.synthetic.seconds=[10,14]",
-    "data.synthetic.frame_size=32",
+    *TINY_CEXPR,
     "data.train_samples_per_epoch=null",
     "trainer.max_epochs=4",
-    "trainer.enable_progress_bar=false",
     "early_stopping.patience=2",
     "visual.frames_per_window=4",
     "ablation=false",
