@@ -165,3 +165,49 @@ def test_killed_mid_epoch_and_resumed_equals_the_run_left_alone(tmp_path, monkey
     tests = {k: v for k, v in alone.data.metrics.items() if k.startswith("test/")}
     assert len(tests) > 10
     assert {k: resumed.data.metrics.get(k) for k in tests} == tests
+
+
+EPOCH_END_RUN = ["trainer.max_epochs=4", "checkpoint_every.steps=null", "checkpoint_every.minutes=null",
+                 "optim.milestones=[2]"]  # no mid-epoch checkpoints; the rate drops after the second epoch
+
+
+@pytest.fixture(scope="module")
+def run_left_alone(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("alone")
+    alone = subprocess.run(raer_command(folder, *EPOCH_END_RUN), cwd=folder, env=child_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.slow  # real processes: a run that dies and is resumed, against one left alone
+@pytest.mark.parametrize("moment", ["after_validation", "after_last"])
+def test_died_at_an_epoch_end_and_resumed_equals_the_run_left_alone(moment, run_left_alone, tmp_path):
+    """The end of an epoch is not one moment: its validation writes the best checkpoint, then ``last.ckpt`` is written,
+    then the epoch's training metrics are logged. A run that dies between them and is resumed with resume=auto
+    continues from the epoch's end (or the one before) with the same batches and random draws, and logs each epoch's
+    training loss once, as the run left alone does."""
+    alone_client, alone = only_run(f"sqlite:///{run_left_alone / 'mlflow.db'}")
+    uar = list(history(alone_client, alone.info.run_id, "val/uar").values())
+    # the epoch to die in: a later epoch whose validation improved on every earlier one, so it wrote a best checkpoint
+    epoch = next(e for e, value in enumerate(uar) if e > 0 and value > max(uar[:e]))
+
+    crash = [sys.executable, str(ROOT / "tests" / "crash_at_epoch_end.py"), *raer_command(tmp_path, *EPOCH_END_RUN)[1:]]
+    died = subprocess.run(crash, cwd=tmp_path, env={**child_env(), "CRASH_EPOCH": str(epoch), "CRASH_AT": moment},
+                          capture_output=True, text=True, timeout=600)
+    assert died.returncode == 9, died.stderr[-3000:]
+    assert list(tmp_path.glob(f"ckpt/*/best-epoch={epoch:02d}.ckpt")), "the epoch's best checkpoint was not written"
+    resumed = subprocess.run(raer_command(tmp_path, *EPOCH_END_RUN, "resume=auto"), cwd=tmp_path, env=child_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    client, run_ = only_run(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name in ("train/loss", "val/uar", "val/f1_macro", "train/lr/temporal"):
+        steps = [m.step for m in client.get_metric_history(run_.info.run_id, name)]
+        # (died after validation, the epoch is trained and validated again: its validation figures, logged before,
+        # are logged again at the same step with the same values)
+        if name == "train/loss" or moment == "after_last":
+            assert len(steps) == len(set(steps)), f"{name} logged twice at a step: {sorted(steps)}"
+        assert history(client, run_.info.run_id, name) == history(alone_client, alone.info.run_id, name), name
+    tests = {k: v for k, v in alone.data.metrics.items() if k.startswith("test/")}
+    assert len(tests) > 10 and {k: run_.data.metrics.get(k) for k in tests} == tests

@@ -4,8 +4,8 @@
   scratch file, is fsynced and renamed over the target (`affectlab.datasets.integrity.write_atomic`), and gets a
   record beside it (``<name>.ckpt.json``: size, SHA-256, epoch, step, MLflow run id). A half-written file is never
   the latest; a damaged one is recognised by its record.
-- `resolve_resume`: ``resume=auto`` takes the newest checkpoint under the checkpoint root that is intact, warning
-  about (and skipping) any damaged one.
+- `resolve_resume`: ``resume=auto`` takes the newest ``last.ckpt`` or ``step-latest.ckpt`` under the checkpoint root
+  that is intact, warning about (and skipping) any damaged one.
 - `ResumableDataLoader`: a DataLoader that Lightning can stop and restart mid-epoch. Its state (saved in every
   checkpoint) is how many batches of the epoch were trained and the random-number generators' states, so a run
   resumed from any checkpoint draws the same batches with the same augmentations as the run left alone (exactly
@@ -38,6 +38,10 @@ from affectlab.datasets.integrity import file_record, matches, write_atomic
 from affectlab.lab.config import ConfigError
 
 STEP_CHECKPOINT = "step-latest"  # the mid-epoch checkpoint's file name (replaced each time)
+# What resume=auto continues from: the epoch-end and mid-epoch checkpoints. A best checkpoint is not one: it is written
+# when its epoch's validation ends, before the epoch itself has ended (its training metrics logged, ``last.ckpt``
+# written), and Lightning resumed from it would skip that end.
+RESUME_POINTS = ("last.ckpt", f"{STEP_CHECKPOINT}.ckpt")
 
 
 # --- writing and finding checkpoints ---------------------------------------------------------------------------------
@@ -119,9 +123,9 @@ def damage(checkpoint: Path) -> str | None:
 
 
 def newest_intact(checkpoint_root: Path) -> Path | None:
-    """The most recently written intact checkpoint in the run folders under `checkpoint_root` (damaged ones are
-    skipped with a warning)."""
-    candidates = [p for p in Path(checkpoint_root).glob("*/*.ckpt") if p.is_file()]
+    """The most recently written intact resume point (`RESUME_POINTS`) in the run folders under `checkpoint_root`
+    (damaged ones are skipped with a warning)."""
+    candidates = [p for name in RESUME_POINTS for p in Path(checkpoint_root).glob(f"*/{name}") if p.is_file()]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         problem = damage(path)
         if problem is None:
@@ -288,14 +292,20 @@ class ResumableDataLoader(DataLoader):
 
 
 class ResumeState(Callback):
-    """Keeps what a resume needs in every checkpoint: the MLflow run id, the progress of resumable loaders, and the
-    sums so far of the epoch-level metrics (``self.log(..., on_epoch=True)``) when the checkpoint is saved mid-epoch:
-    Lightning checkpoints none of them, so the epoch's mean ``train/loss`` would otherwise cover only the batches
-    after the resume."""
+    """Keeps what a resume needs in every checkpoint: the MLflow run id, the progress of resumable loaders, and what
+    Lightning checkpoints nothing of:
+
+    - saved mid-epoch: the sums so far of the epoch-level metrics (``self.log(..., on_epoch=True)``), else the epoch's
+      mean ``train/loss`` would cover only the batches after the resume;
+    - saved at an epoch's end (``last.ckpt``): the random generators' states, which Lightning restores for no loader
+      there (a resumed run would draw the next epoch's batches and augmentations from the seed again), and the
+      epoch's training metrics, which Lightning logs only after the checkpoint is written: a run that dies in between
+      and is resumed logs them then, unless the tracking store already has them."""
 
     def __init__(self):
         self._trainer = None
         self._partial: dict | None = None  # epoch sums of a mid-epoch checkpoint, added back after the first batch
+        self._epoch_end: dict | None = None  # generators and unlogged metrics of an epoch-end checkpoint
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
@@ -311,10 +321,18 @@ class ResumeState(Callback):
 
     def state_dict(self) -> dict:
         trainer = self._trainer
-        if trainer is None or not trainer.training or _epoch_over(trainer):
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        results = trainer.fit_loop.epoch_loop._results  # Lightning's own store of logged values
+        if _epoch_over(trainer):
+            # what Lightning logs once the epoch-end hooks are over, at the step it logs them at
+            logged = {key: float(value) for key, value in results.metrics(False)["log"].items()}
+            return {"epoch_end": {"rng": rng_state(), "metrics": logged,
+                                  "step": trainer.fit_loop.epoch_loop._batches_that_stepped - 1}}
+        if not trainer.training:
             return {}
         partial = {}
-        for key, metric in trainer.fit_loop.epoch_loop._results.items():  # Lightning's own store of logged values
+        for key, metric in results.items():
             if metric.meta.on_epoch and metric.is_tensor:
                 partial[key] = {"value": metric.value.detach().cpu().clone(),
                                 "batch_size": getattr(metric, "cumulated_batch_size", torch.tensor(0)).cpu().clone()}
@@ -322,6 +340,24 @@ class ResumeState(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self._partial = state.get("partial_epoch") or None
+        self._epoch_end = state.get("epoch_end")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self._epoch_end:
+            return
+        saved, self._epoch_end = self._epoch_end, None
+        if not trainer.fit_loop.restarting:  # (when it is, the loaders' own states were loaded and draw as saved)
+            set_rng_state(saved["rng"])
+            # Lightning made the first epoch's loader iterators already (drawing its batches from the seed's
+            # generators, after the sanity check drew from them too): made again, they draw from the restored ones
+            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+            if fetcher is not None:
+                iter(fetcher)
+        if saved["metrics"] and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                missing = _not_logged(logger, saved["metrics"], saved["step"])
+                if missing:
+                    logger.log_metrics(missing, step=saved["step"])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if not self._partial:
@@ -342,6 +378,20 @@ class ResumeState(Callback):
             elif metric.meta.is_min_reduction:
                 metric.value = torch.minimum(metric.value, value)
         self._partial = None
+
+
+def _not_logged(logger, metrics: dict[str, float], step: int) -> dict[str, float]:
+    """Those of `metrics` that the MLflow run of `logger` has no value of at `step` (all of them for another logger,
+    or when the store cannot be asked)."""
+    run_id = getattr(logger, "run_id", None)
+    if run_id is None or not hasattr(logger, "experiment"):
+        return dict(metrics)
+    try:
+        client = logger.experiment
+        return {key: value for key, value in metrics.items()
+                if all(m.step != step for m in client.get_metric_history(run_id, key))}
+    except Exception:  # the store is away: log them (a value logged twice at a step is harmless, a lost one is not)
+        return dict(metrics)
 
 
 def _epoch_over(trainer) -> bool:
