@@ -3,6 +3,7 @@ SIGKILL mid-epoch and resumed ends with the same metrics, in the same MLflow run
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -46,6 +47,30 @@ def test_checkpoint_is_written_atomically_with_its_record(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.ckpt.json"]  # no scratch file left
     record = read_record(path)
     assert record["bytes"] == len(before) and record["global_step"] == 3
+
+
+@pytest.mark.parametrize("dies_at", [1, 2])
+def test_a_checkpoint_and_its_record_stay_resumable_whichever_rename_the_process_dies_at(dies_at, tmp_path, monkeypatch):
+    """A checkpoint is two files, the checkpoint and its record, each renamed into place: a process killed between
+    the two renames leaves a checkpoint that resume=auto still takes (and loads), whichever of the two it is."""
+    run_dir = tmp_path / "20260101-000000-1"
+    path = save(run_dir, "last.ckpt", 3)
+    renames = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        renames.append(Path(target).name)
+        if len(renames) == dies_at:
+            raise KeyboardInterrupt("the process dies here")  # not an error write_atomic handles
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save(run_dir, "last.ckpt", 7)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert newest_intact(tmp_path) == path, f"died at rename {dies_at} ({renames[-1]}): no checkpoint to resume"
+    # the old one, and its record says so: the new one never took its place
+    assert torch.load(path, weights_only=True)["global_step"] == 3 and read_record(path)["global_step"] == 3
 
 
 def test_resume_auto_skips_a_damaged_checkpoint(tmp_path):

@@ -84,25 +84,54 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
-        write_atomic(path, lambda scratch: torch.save(checkpoint, scratch))
-        record = file_record(path) | {
-            "epoch": checkpoint.get("epoch"),
-            "global_step": checkpoint.get("global_step"),
-            "mlflow_run_id": checkpoint.get("mlflow_run_id"),
-        }
-        write_atomic(record_path(path), lambda scratch: scratch.write_text(json.dumps(record), encoding="utf-8"))
+        previous = _describing(path, _raw_record(path))
+
+        def write(scratch: Path) -> None:
+            torch.save(checkpoint, scratch)
+            # The record goes into place before the checkpoint does, and also describes the file it replaces: a
+            # process killed between the two renames leaves the old checkpoint, still intact by its record.
+            record = file_record(scratch) | {
+                "mtime_ns": scratch.stat().st_mtime_ns,  # kept by the rename: which entry describes the file there
+                "epoch": checkpoint.get("epoch"),
+                "global_step": checkpoint.get("global_step"),
+                "mlflow_run_id": checkpoint.get("mlflow_run_id"),
+                "previous": previous,
+            }
+            write_atomic(record_path(path), lambda target: target.write_text(json.dumps(record), encoding="utf-8"))
+
+        write_atomic(path, write)
 
     def remove_checkpoint(self, path) -> None:
         super().remove_checkpoint(path)
         record_path(path).unlink(missing_ok=True)
 
 
-def read_record(checkpoint: str | Path) -> dict | None:
-    """The record written beside a checkpoint, or None (a checkpoint from elsewhere, or a crash between the two)."""
+def _raw_record(checkpoint: str | Path) -> dict | None:
     try:
         return json.loads(record_path(checkpoint).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _describing(path: Path, record: dict | None) -> dict | None:
+    """The entry of `record` that describes the file at `path` now: the record itself, or the file it was to replace
+    when the process died between the record's rename and the checkpoint's (told apart by size and modification
+    time, which the rename keeps); without its own ``previous``. None when neither does."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    for entry in (record or {}, (record or {}).get("previous") or {}):
+        if entry.get("bytes") == status.st_size and entry.get("mtime_ns") == status.st_mtime_ns:
+            return {key: value for key, value in entry.items() if key != "previous"}
+    return None
+
+
+def read_record(checkpoint: str | Path) -> dict | None:
+    """The record written beside a checkpoint (the entry of it that describes the file there now), or None (a
+    checkpoint from elsewhere)."""
+    record = _raw_record(checkpoint)
+    return _describing(Path(checkpoint), record) or record
 
 
 def damage(checkpoint: Path) -> str | None:
