@@ -17,14 +17,13 @@ from builders import ROOT, TINY_CEXPR, TINY_RUN, child_env, kill_when, start
 EPOCHS = 6
 
 
-def epoch_reached(folder: Path, epoch: int, logged: callable):
-    """A condition for `kill_when`: some last.ckpt under `folder` records `epoch` or later (that epoch is over) and
-    `logged()` epochs have reached MLflow."""
+def epoch_reached(folder: Path, epoch: int):
+    """A condition for `kill_when`: some last.ckpt under `folder` records `epoch` or later (that epoch is over). (Only
+    files: asking MLflow takes the test process seconds the first time, in which a tiny run ends its training.)"""
 
     def reached() -> bool:
         records = [read_record(path) for path in folder.rglob("last.ckpt")]
-        over = any(record and record["epoch"] is not None and record["epoch"] >= epoch for record in records)
-        return over and logged() > epoch
+        return any(record and record["epoch"] is not None and record["epoch"] >= epoch for record in records)
 
     return reached
 
@@ -59,21 +58,16 @@ def test_a_run_killed_after_its_best_epoch_resumes_from_its_latest(experiment, t
                f"mlflow.tracking_uri={uri}", f"checkpoint_dir={tmp_path / 'ckpt'}", "checkpoint_every.minutes=null"]
     process = start(command, tmp_path)
 
-    def logged() -> int:
-        try:
-            return len(set(losses(uri, experiment, LOSS[experiment])))
-        except Exception:  # the store or the experiment is not there yet
-            return 0
-
-    kill_when(process, epoch_reached(tmp_path / "ckpt", 2, logged))
+    kill_when(process, epoch_reached(tmp_path / "ckpt", 2))
 
     # what resume=auto continues from (meld's checkpoints are one folder deeper: <run>/<training>/)
     root = tmp_path / "ckpt" if experiment != "meld" else next((tmp_path / "ckpt").iterdir())
     latest = newest_intact(root)
     record = read_record(latest)
     assert latest.name == "last.ckpt" and record["epoch"] >= 2, (latest, record)
-    killed_epochs = sorted(set(losses(uri, experiment, LOSS[experiment])))
-    assert len(killed_epochs) >= 3
+    # epochs 0 and 1 logged at least (epoch 2's loss is logged just after its last.ckpt: a kill in between leaves it
+    # to the resumed run)
+    assert len(set(losses(uri, experiment, LOSS[experiment]))) >= 2
 
     done = subprocess.run([*command, "resume=auto"], cwd=tmp_path, env=child_env(), capture_output=True, text=True,
                           timeout=600)
