@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from affectlab.lab.checkpoints import (
-    AtomicCheckpointIO,
-    ResumableDataLoader,
-    newest_intact,
-    read_record,
-    resolve_resume,
-)
+from affectlab.lab.checkpoints import AtomicCheckpointIO, newest_intact, read_record, resolve_resume
 from affectlab.lab.config import ConfigError, load_config
 from affectlab.lab.raer.train import train as run
+from affectlab.lab.resumable import ResumableDataLoader
 from builders import ROOT, TINY_RUN, child_env, history, kill_when, only_run, start, step_reached
 
 STEPS_PER_EPOCH = 4  # 30 training clips (40 minus the validation quarter) in batches of 8

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from affectlab.fusion import MhpfBank, class_weights, fused_probabilities, mhpf_loss
 from affectlab.lab.cexpr.data import BASIC_EMOTIONS, NUM_BASIC, Segments, split_indices
-from affectlab.lab.checkpoints import ResumableDataLoader
+from affectlab.lab.resumable import ResumableDataLoader
 from affectlab.lab.run import build_trainer
 
 

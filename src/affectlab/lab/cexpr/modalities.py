@@ -24,7 +24,8 @@ from affectlab.datasets.cexpr import read_frames, sample_frames, video_info
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.integrity import file_record, keyed_folder, matches, write_atomic
 from affectlab.datasets.modality_tables import cached_table_ok, read_text_table, write_cached_table
-from affectlab.lab.checkpoints import ResumableDataLoader, load_checkpoint, newest_intact, read_record, record_path
+from affectlab.lab.checkpoints import load_checkpoint, newest_intact, read_record, record_path
+from affectlab.lab.resumable import ResumableDataLoader
 from affectlab.lab.cexpr.data import (
     BASIC_EMOTIONS,
     COMPOUND_EXPRESSIONS,

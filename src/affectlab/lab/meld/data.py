@@ -29,7 +29,7 @@ from affectlab.datasets.emotion_corpus import EMOTIONS, fix_encoding
 from affectlab.datasets.errors import DatasetError
 from affectlab.datasets.generated import cache_root
 from affectlab.fusion.textualize import CueTables, load_cue_tables, write_synthetic_cue_tables
-from affectlab.lab.checkpoints import ResumableDataLoader
+from affectlab.lab.resumable import ResumableDataLoader
 from affectlab.lab.config import ConfigError
 from affectlab.lab.meld.clips import CLIP_MODALITIES, ClipEncoder, clip_features
 from affectlab.lab.config import SHARED_DATA

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from affectlab.datasets.emotion_corpus import EmotionCorpus
 from affectlab.datasets.text_splits import TextSplits, load_text_splits
-from affectlab.lab.checkpoints import ResumableDataLoader
+from affectlab.lab.resumable import ResumableDataLoader
 from affectlab.lab.config import SHARED_DATA
 from affectlab.lab.report import loud_warning
 from affectlab.lab.sharding import train_sampler

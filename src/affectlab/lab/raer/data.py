@@ -21,7 +21,7 @@ from affectlab.datasets import (
     write_crop_cache,
 )
 from affectlab.datasets.raer import normalise_pixels
-from affectlab.lab.checkpoints import ResumableDataLoader
+from affectlab.lab.resumable import ResumableDataLoader
 from affectlab.lab.config import ConfigError
 from affectlab.lab.raer.features import frame_features
 from affectlab.lab.raer.nets import STREAMS
