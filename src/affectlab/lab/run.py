@@ -148,7 +148,6 @@ def fit_and_test(trainer: L.Trainer, best: ModelCheckpoint | None, module: L.Lig
                  test: bool = True) -> tuple[dict[str, float], str | None]:
     """Fit (continuing the checkpoint `resume`), then test the best checkpoint, or the last model when nothing is
     selected; returns the test metrics and the best checkpoint's path."""
-    check_checkpoint(resume, next((c.record for c in trainer.callbacks if isinstance(c, ModelRecord)), None))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     chosen = (best.best_model_path or None) if best is not None else None
     if not test:

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from affectlab.datasets.text_splits import TextSplits
+from affectlab.lab.checkpoints import check_checkpoint
 from affectlab.lab.config import ConfigError
 from affectlab.lab.probing.data import (
     ProbeData,
@@ -116,6 +117,7 @@ def train_mlp(cfg: DictConfig, sweep: Sweep, probes: LayerProbes, parts: dict, l
                        patience=cfg.probe.patience)
     data = ProbeData(ProbeFeatures(train_x, train_y), cfg.probe.batch_size, cfg.seed)
     checkpoint = sweep.continue_from(PROBE_FOLDER)
+    check_checkpoint(checkpoint, record)
     if checkpoint:
         print(f"MLP probes: continuing from {checkpoint}", flush=True)
     # one device, whatever the launch: the probes of cached features train in minutes, on rank 0 alone
